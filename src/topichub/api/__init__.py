@@ -1,0 +1,1 @@
+"""The REST edge (PROTOCOL.md, "REST API"): HTTP in, service calls, JSON out."""

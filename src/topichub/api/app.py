@@ -1,0 +1,100 @@
+"""The REST application: routes, the error translation, local API docs."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
+
+from topichub import __version__
+from topichub.api.deps import ApiContext
+from topichub.api.routes import health, messages, topics, users
+from topichub.errors import TopicHubError
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "already_exists",
+    413: "too_large",
+    415: "invalid_request",
+    422: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="topichub",
+        version=__version__,
+        description="REST API of topichub. The WebSocket protocol is in docs/protocol.md.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.context = context
+    for router in (users.router, topics.router, messages.router, health.router):
+        app.include_router(router)
+    app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        # Served from the swagger-ui-bundle package: works with no network.
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="topichub API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.exception_handler(TopicHubError)
+    async def topichub_error(_: Request, error: TopicHubError) -> JSONResponse:
+        context.metrics.errors.labels(error.code).inc()
+        return JSONResponse(
+            {"error": error.code, "message": error.message}, status_code=error.http_status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return JSONResponse(
+                {"error": "invalid_request", "message": "the body is not valid JSON"},
+                status_code=400,
+            )
+        first = problems[0] if problems else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
+        return JSONResponse({"error": "invalid_request", "message": message}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(error.status_code, "error")
+        return JSONResponse(
+            {"error": code, "message": str(error.detail)},
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=error)
+        return JSONResponse(
+            {"error": "internal_error", "message": "internal error"}, status_code=500
+        )
+
+    return app

@@ -1,0 +1,137 @@
+"""Request and response bodies of the REST API (validated at the edge)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from topichub.models import MessageRecord, User
+from topichub.wire.events import format_timestamp, view_name
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserOut(BaseModel):
+    username: str
+    is_admin: bool
+    created_at: str
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            username=user.username,
+            is_admin=user.is_admin,
+            created_at=format_timestamp(user.created_at_ms),
+        )
+
+
+class TopicIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    topic_name: str = Field(min_length=1, max_length=64)
+    is_private: bool = False
+
+
+class TopicSummaryOut(BaseModel):
+    topic_name: str
+    is_private: bool
+    owner: str | None
+    members: int
+    member: bool
+
+
+class MemberOut(BaseModel):
+    username: str
+    role: str
+
+
+class TopicOut(BaseModel):
+    topic_name: str
+    is_private: bool
+    owner: str | None
+    last_seq: int
+    created_at: str
+    members: list[MemberOut]
+
+
+class MembershipOut(BaseModel):
+    topic_name: str
+    username: str
+
+
+class PublishIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: Any = Field(description="any JSON value")
+    id: str | int | None = Field(
+        default=None, description="client message id: a retry with the same id is not stored twice"
+    )
+
+
+class PublishOut(BaseModel):
+    topic_name: str
+    seq: int
+    id: str | int | None = None
+    duplicate: bool = False
+
+
+class MessageOut(BaseModel):
+    event: str = "message"
+    topic_name: str
+    from_: str = Field(alias="from", serialization_alias="from")
+    content: Any
+    seq: int
+    sent_at: str
+    direct: bool
+    pending: bool
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @classmethod
+    def of(cls, record: MessageRecord, viewer: str, *, pending: bool) -> MessageOut:
+        import orjson
+
+        return cls.model_validate(
+            {
+                "topic_name": view_name(record, viewer),
+                "from": record.sender,
+                "content": orjson.loads(record.content),
+                "seq": record.seq,
+                "sent_at": format_timestamp(record.sent_at_ms),
+                "direct": record.direct_pair is not None,
+                "pending": pending,
+            }
+        )
+
+
+class MessagesOut(BaseModel):
+    topic_name: str | None = None
+    messages: list[MessageOut]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route may answer with."""
+    return {status: {"model": ErrorOut} for status in statuses}
+
+
+ERRORS = error_responses(400, 401, 403, 404, 409, 422)
+PUBLISH_ERRORS = error_responses(400, 401, 403, 404, 413, 422, 429)
+
+
+class StatusOut(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

@@ -1,0 +1,21 @@
+"""Delivery of events between nodes: in-process by default, Redis across nodes."""
+
+from topichub.broker.base import (
+    Broker,
+    BrokerEvent,
+    MembershipChanged,
+    MessagePublished,
+    TopicDeleted,
+    UserDeleted,
+    open_broker,
+)
+
+__all__ = [
+    "Broker",
+    "BrokerEvent",
+    "MembershipChanged",
+    "MessagePublished",
+    "TopicDeleted",
+    "UserDeleted",
+    "open_broker",
+]

@@ -1,0 +1,71 @@
+"""The broker interface: "deliver this event to every node" (docs/architecture.md).
+
+The broker only makes delivery fast; the store stays the source of truth. An event published
+on one node reaches the handler of every node, the publishing node included (which gets it
+first, before the event leaves the process). A broker never blocks on a slow node and never
+stores events: a node that missed some (e.g. during an outage) re-syncs from the store.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from topichub.models import MessageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePublished:
+    record: MessageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    """``username`` joined (``joined``) or left ``topic_id``; ``invited_by`` for invites."""
+
+    topic_id: int
+    topic_name: str
+    username: str
+    joined: bool
+    invited_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDeleted:
+    topic_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserDeleted:
+    username: str
+
+
+BrokerEvent = MessagePublished | MembershipChanged | TopicDeleted | UserDeleted
+EventHandler = Callable[[BrokerEvent], None]
+
+
+class Broker(ABC):
+    @abstractmethod
+    async def start(self, handler: EventHandler) -> None:
+        """Begin delivering every node's events (this node's included) to ``handler``."""
+
+    @abstractmethod
+    async def publish(self, event: BrokerEvent) -> None:
+        """Hand the event to this node's handler at once, then to the other nodes."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` if events cannot currently reach the other nodes."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+def open_broker(url: str) -> Broker:
+    """The backend for a broker URL, imported lazily."""
+    if url.startswith("memory:"):
+        from topichub.broker.memory import MemoryBroker
+
+        return MemoryBroker()
+    raise ValueError(f"unsupported broker URL {url!r} (use memory://)")

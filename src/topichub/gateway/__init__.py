@@ -1,0 +1,1 @@
+"""The WebSocket edge: handshake, one connection's frames, routing to local sockets."""

@@ -1,0 +1,80 @@
+"""Saving delivery cursors in batches (DESIGN.md, "a log and cursors").
+
+Connections note what they delivered (or what was acked) in memory; this flusher writes all
+of it in one statement every ``cursor_flush_ms``, and at once when a connection ends, so a
+clean reconnect never replays what the closed connection already received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from topichub.gateway.connection import Connection
+from topichub.gateway.hub import Hub
+from topichub.observability import Metrics
+from topichub.store.base import CursorUpdate, Store
+
+log = logging.getLogger(__name__)
+
+
+class CursorFlusher:
+    def __init__(self, store: Store, hub: Hub, metrics: Metrics, interval_ms: int) -> None:
+        self.store = store
+        self.hub = hub
+        self.metrics = metrics
+        self.interval = interval_ms / 1000
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cursor-flusher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush(self.hub.connections())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush(self.hub.connections())
+            except Exception:
+                log.exception("cursor flush failed; will retry")
+
+    async def flush(self, conns: list[Connection]) -> None:
+        batches = [(conn, conn.take_cursor_updates()) for conn in conns]
+        updates: list[CursorUpdate] = [u for _, batch in batches for u in batch]
+        if not updates:
+            return
+        try:
+            await self.store.advance_cursors(updates)
+        except Exception:
+            self.metrics.store_errors.inc()
+            for conn, batch in batches:
+                conn.restore_cursor_updates(batch)
+            raise
+
+    async def flush_user(self, username: str, *, exclude: Connection) -> None:
+        """Save every cursor of the user's other connections on this node, including
+        those still finishing their close, before a new connection reads its pending."""
+        others = [c for c in self.hub.by_user.get(username, ()) if c is not exclude]
+        await self.flush(others)
+        finishing = [c.final_flush for c in others if c.final_flush is not None]
+        if finishing:
+            await asyncio.gather(*finishing, return_exceptions=True)
+
+    async def flush_final(self, conn: Connection) -> None:
+        """The last flush of an ended connection; then the hub forgets it."""
+        future = asyncio.get_running_loop().create_future()
+        conn.final_flush = future
+        try:
+            await self.flush([conn])
+        except Exception:
+            log.exception("could not save the cursors of a closed connection")
+        finally:
+            future.set_result(None)
+            self.hub.forget(conn)

@@ -1,0 +1,151 @@
+"""One handler per client action (PROTOCOL.md, "Client actions and their replies").
+
+Each handler turns a typed action into service calls and returns the reply bytes; errors
+raised by the services become error replies in :meth:`Dispatcher.handle`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import assert_never
+
+from topichub.errors import TopicHubError
+from topichub.gateway.connection import Connection
+from topichub.observability import Metrics
+from topichub.services import Services
+from topichub.services.messages import Published
+from topichub.wire.actions import (
+    Ack,
+    Action,
+    BadFrame,
+    Create,
+    Disconnect,
+    History,
+    Invite,
+    ListTopics,
+    Ping,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+)
+from topichub.wire.events import (
+    error_reply,
+    message_fields,
+    ok_reply,
+    topic_summary,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(self, services: Services, metrics: Metrics) -> None:
+        self.services = services
+        self.metrics = metrics
+
+    async def handle(self, conn: Connection, action: Action | BadFrame) -> None:
+        """Answer one frame with exactly one reply."""
+        if isinstance(action, BadFrame):
+            error = action.error
+            assert isinstance(error, TopicHubError)
+            self.metrics.errors.labels(error.code).inc()
+            conn.send(error_reply(action.action, action.ref, error))
+            return
+        try:
+            reply = await self.dispatch(conn, action)
+        except TopicHubError as error:
+            self.metrics.errors.labels(error.code).inc()
+            fields = {"topic_name": action.topic_name} if hasattr(action, "topic_name") else {}
+            conn.send(error_reply(action.action, action.ref, error, **fields))
+            return
+        except Exception:
+            log.exception("action %s failed", action.action)
+            self.metrics.errors.labels("internal_error").inc()
+            conn.send(error_reply(action.action, action.ref, TopicHubError()))
+            return
+        if reply is not None:
+            conn.send(reply)
+
+    async def dispatch(self, conn: Connection, action: Action) -> bytes | None:
+        match action:
+            case Subscribe():
+                return await self.handle_subscribe(conn, action)
+            case Unsubscribe():
+                return await self.handle_unsubscribe(conn, action)
+            case Create():
+                return await self.handle_create(conn, action)
+            case Invite():
+                return await self.handle_invite(conn, action)
+            case Publish():
+                await self.handle_publish(conn, action)  # replies from inside the commit
+                return None
+            case ListTopics():
+                return await self.handle_list_topics(conn, action)
+            case History():
+                return await self.handle_history(conn, action)
+            case Ack():
+                return await self.handle_ack(conn, action)
+            case Ping() | Disconnect():
+                return ok_reply(action.action, action.ref)
+            case _:
+                assert_never(action)
+
+    async def handle_subscribe(self, conn: Connection, action: Subscribe) -> bytes:
+        await self.services.topics.subscribe(conn.user, action.topic_name)
+        return ok_reply(action.action, action.ref, topic_name=action.topic_name)
+
+    async def handle_unsubscribe(self, conn: Connection, action: Unsubscribe) -> bytes:
+        await self.services.topics.unsubscribe(conn.user, action.topic_name)
+        return ok_reply(action.action, action.ref, topic_name=action.topic_name)
+
+    async def handle_create(self, conn: Connection, action: Create) -> bytes:
+        await self.services.topics.create(
+            conn.user, action.topic_name, is_private=action.is_private
+        )
+        return ok_reply(
+            action.action, action.ref, topic_name=action.topic_name, is_private=action.is_private
+        )
+
+    async def handle_invite(self, conn: Connection, action: Invite) -> bytes:
+        await self.services.topics.invite(conn.user, action.topic_name, action.username)
+        return ok_reply(
+            action.action, action.ref, topic_name=action.topic_name, username=action.username
+        )
+
+    async def handle_publish(self, conn: Connection, action: Publish) -> None:
+        def reply(published: Published) -> None:
+            # Written between the commit and the fan-out: the ok precedes the echo.
+            fields: dict[str, object] = {
+                "topic_name": action.topic_name,
+                "seq": published.record.seq,
+            }
+            if action.client_id is not None:
+                fields["id"] = action.client_id
+            conn.send(ok_reply(action.action, action.ref, **fields))
+
+        await self.services.messages.publish(
+            conn.user, action.topic_name, action.content, action.client_id, on_stored=reply
+        )
+        return None
+
+    async def handle_list_topics(self, conn: Connection, action: ListTopics) -> bytes:
+        summaries = await self.services.topics.list(conn.user)
+        return ok_reply(action.action, action.ref, topics=[topic_summary(s) for s in summaries])
+
+    async def handle_history(self, conn: Connection, action: History) -> bytes:
+        records = await self.services.messages.history(
+            conn.user,
+            action.topic_name,
+            before=action.before,
+            since=action.since,
+            limit=action.limit,
+        )
+        events = [message_fields(r, conn.username, pending=False) for r in records]
+        return ok_reply(action.action, action.ref, topic_name=action.topic_name, messages=events)
+
+    async def handle_ack(self, conn: Connection, action: Ack) -> bytes:
+        topic, seq = await self.services.messages.ack_target(
+            conn.user, action.topic_name, action.seq
+        )
+        conn.acknowledge(topic.id, seq)
+        return ok_reply(action.action, action.ref, topic_name=action.topic_name, seq=seq)

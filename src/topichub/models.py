@@ -1,0 +1,93 @@
+"""Plain records passed between the layers. No behaviour, no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class TopicKind(enum.StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    DIRECT = "direct"
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    MEMBER = "member"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    password_hash: str
+    is_admin: bool
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    id: int
+    name: str
+    kind: TopicKind
+    owner: str | None
+    last_seq: int
+    created_at_ms: int
+    # For a direct conversation, the two usernames (sorted); None for other topics.
+    direct_pair: tuple[str, str] | None = None
+
+    @property
+    def is_private(self) -> bool:
+        return self.kind is not TopicKind.PUBLIC
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    topic_id: int
+    user_id: int
+    role: Role
+    joined_seq: int
+    delivered_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSummary:
+    """A row of ``list_topics``: what one user sees of one topic."""
+
+    name: str
+    is_private: bool
+    owner: str | None
+    members: int
+    member: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One message of a topic's log, as stored.
+
+    ``content`` is the JSON text of the content, kept as text from the publisher's frame to
+    every socket so it is never decoded and re-encoded per recipient.
+    """
+
+    topic_id: int
+    topic_name: str
+    seq: int
+    sender: str
+    content: str
+    sent_at_ms: int
+    client_id: str | None = None
+    direct_pair: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRange:
+    """Messages ``after < seq <= upto`` of one topic are pending for a user.
+
+    ``count`` excludes the user's own messages, which are never pending for them.
+    """
+
+    topic: Topic
+    after: int
+    upto: int
+    count: int

@@ -1,0 +1,107 @@
+"""The composition root: the only place that picks concrete backends and wires one node.
+
+``Node.start`` brings up, in order: the store (migrations included), the broker, the hub,
+the WebSocket gateway, then the REST API; ``Node.stop`` takes them down in reverse after a
+graceful drain (DESIGN.md, "SIGTERM drains").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import uvicorn
+
+from topichub.api.app import create_app
+from topichub.api.deps import ApiContext
+from topichub.auth import TokenSigner, load_or_create_secret
+from topichub.broker.base import Broker, open_broker
+from topichub.config import Settings
+from topichub.gateway.hub import Hub
+from topichub.gateway.server import Gateway
+from topichub.observability import Metrics
+from topichub.services import Services
+from topichub.store.base import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the node owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        secret = load_or_create_secret(settings.data_dir, settings.secret)
+        self.signer = TokenSigner(secret, settings.token_ttl)
+        self.store: Store = open_store(settings.resolved_database_url())
+        self.broker: Broker = open_broker(settings.broker_url)
+        self.hub = Hub(self.metrics)
+        self.services = Services.build(settings, self.store, self.broker, self.signer)
+        self.gateway = Gateway(settings, self.services, self.store, self.hub, self.metrics)
+        self._api: _ApiServer | None = None
+        self._api_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.broker.start(self.hub.handle)
+        await self.gateway.start()
+        app = create_app(
+            ApiContext(
+                services=self.services,
+                metrics=self.metrics,
+                token_ttl=self.settings.token_ttl,
+                is_live=lambda: self.gateway.accepting,
+                readiness=self.readiness,
+            )
+        )
+        config = uvicorn.Config(
+            app,
+            host=self.settings.host,
+            port=self.settings.api_port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+        )
+        self._api = _ApiServer(config)
+        self._api_task = asyncio.create_task(self._api.serve(), name="rest-api")
+        while not self._api.started:
+            if self._api_task.done():
+                self._api_task.result()  # raises the startup error (e.g. port in use)
+                raise RuntimeError("the REST API stopped during startup")
+            await asyncio.sleep(0.01)
+
+    @property
+    def api_port(self) -> int:
+        assert self._api is not None
+        return int(self._api.servers[0].sockets[0].getsockname()[1])
+
+    @property
+    def ws_port(self) -> int:
+        return self.gateway.port
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        for name, probe in (("store", self.store.ping), ("broker", self.broker.ping)):
+            try:
+                await asyncio.wait_for(probe(), timeout=2)
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"unavailable: {exc}"
+        return checks
+
+    async def stop(self) -> None:
+        await self.gateway.stop()
+        if self._api is not None and self._api_task is not None:
+            self._api.should_exit = True
+            await self._api_task
+        await self.broker.close()
+        await self.store.close()

@@ -1,0 +1,37 @@
+"""Use cases: validate -> policy -> store -> broker. The gateway and the API call only these.
+
+Nothing here knows about WebSockets or HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from topichub.auth import TokenSigner
+from topichub.broker.base import Broker
+from topichub.config import Settings
+from topichub.limits import RateLimiter
+from topichub.services.messages import MessageService
+from topichub.services.topics import TopicService
+from topichub.services.users import UserService
+from topichub.store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    users: UserService
+    topics: TopicService
+    messages: MessageService
+
+    @classmethod
+    def build(
+        cls, settings: Settings, store: Store, broker: Broker, signer: TokenSigner
+    ) -> Services:
+        users = UserService(store, broker, signer)
+        topics = TopicService(store, broker)
+        limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        messages = MessageService(store, broker, topics, limiter, settings.max_message_bytes)
+        return cls(users, topics, messages)
+
+
+__all__ = ["MessageService", "Services", "TopicService", "UserService"]

@@ -1,0 +1,112 @@
+"""Publishing, history, acknowledgement and the pending peek."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from topichub import policy
+from topichub.broker.base import Broker, MessagePublished
+from topichub.errors import Forbidden, InvalidRequest, NotAMember
+from topichub.limits import RateLimiter, check_content_size
+from topichub.models import MessageRecord, Topic, User
+from topichub.services.topics import TopicService
+from topichub.store.base import AppendRequest, Store
+
+PENDING_PEEK_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    record: MessageRecord
+    duplicate: bool  # the client id was used before: nothing new was stored or sent
+
+
+class MessageService:
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        topics: TopicService,
+        limiter: RateLimiter,
+        max_message_bytes: int,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.topics = topics
+        self.limiter = limiter
+        self.max_message_bytes = max_message_bytes
+
+    async def publish(
+        self,
+        actor: User,
+        name: str,
+        content_json: str,
+        client_id: str | int | None,
+        on_stored: Callable[[Published], None] | None = None,
+    ) -> Published:
+        """Store the message, then announce it to every member.
+
+        ``on_stored`` runs between the commit and the announcement with no await in
+        between, so the publisher's ok reply precedes its own echo (DESIGN.md data path)
+        and announcements leave in the order the store committed them.
+        """
+        check_content_size(content_json, self.max_message_bytes)
+        self.limiter.check(actor.id)
+        topic = await self.topics.conversation(actor, name)
+        if not policy.may_publish(await self.store.get_membership(topic.id, actor.id)):
+            raise NotAMember(f"subscribe to {name!r} before publishing to it")
+        record, duplicate = await self.store.append(
+            AppendRequest(
+                topic,
+                actor.id,
+                actor.username,
+                content_json,
+                None if client_id is None else str(client_id),
+            )
+        )
+        published = Published(record, duplicate)
+        if on_stored is not None:
+            on_stored(published)
+        if not duplicate:
+            await self.broker.publish(MessagePublished(record))
+        return published
+
+    async def readable(self, actor: User, name: str) -> Topic:
+        topic = await self.topics.conversation(actor, name)
+        membership = await self.store.get_membership(topic.id, actor.id)
+        if not policy.may_read(topic, membership, actor):
+            raise Forbidden(f"{name!r} is private")
+        return topic
+
+    async def history(
+        self, actor: User, name: str, *, before: int | None, since: int | None, limit: int
+    ) -> list[MessageRecord]:
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        topic = await self.readable(actor, name)
+        return await self.store.history(topic, before=before, since=since, limit=min(limit, 100))
+
+    async def ack_target(self, actor: User, name: str, seq: int) -> tuple[Topic, int]:
+        """Check an ``ack`` and return the topic and the seq it may move the cursor to."""
+        topic = await self.topics.conversation(actor, name)
+        if await self.store.get_membership(topic.id, actor.id) is None:
+            raise NotAMember(f"you are not a member of {name!r}")
+        current = await self.store.get_topic(topic.name)
+        last_seq = current.last_seq if current else topic.last_seq
+        return topic, min(seq, last_seq)
+
+    async def pending(self, actor: User, limit: int = PENDING_PEEK_LIMIT) -> list[MessageRecord]:
+        """A peek at what the user's next connection would receive, oldest first per topic."""
+        records: list[MessageRecord] = []
+        for pending in await self.store.pending_ranges(actor.id):
+            if len(records) >= limit:
+                break
+            records += await self.store.read_range(
+                pending.topic,
+                after=pending.after,
+                upto=pending.upto,
+                exclude_sender_id=actor.id,
+                limit=limit - len(records),
+            )
+        return records

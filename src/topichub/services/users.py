@@ -1,0 +1,63 @@
+"""Accounts and tokens."""
+
+from __future__ import annotations
+
+from topichub import policy
+from topichub.auth import TokenSigner, hash_password, verify_password
+from topichub.broker.base import Broker, UserDeleted
+from topichub.errors import Forbidden, NotFound, Unauthorized
+from topichub.models import User
+from topichub.names import check_name, check_password
+from topichub.store.base import Store
+
+# Verifying against a dummy hash when the user does not exist keeps the time of a failed
+# login the same whether or not the name exists.
+_DUMMY_HASH = hash_password("not-a-real-password")
+
+
+class UserService:
+    def __init__(self, store: Store, broker: Broker, signer: TokenSigner) -> None:
+        self.store = store
+        self.broker = broker
+        self.signer = signer
+
+    async def register(self, username: str, password: str, *, is_admin: bool = False) -> User:
+        check_name(username, "username")
+        check_password(password)
+        return await self.store.create_user(username, hash_password(password), is_admin)
+
+    async def authenticate(self, username: str, password: str) -> User:
+        user = await self.store.get_user(username)
+        if user is None:
+            verify_password(_DUMMY_HASH, password)
+            raise Unauthorized("wrong username or password")
+        if not verify_password(user.password_hash, password):
+            raise Unauthorized("wrong username or password")
+        return user
+
+    def issue_token(self, user: User, ttl_seconds: int | None = None) -> str:
+        return self.signer.issue(user.username, user.id, ttl_seconds)
+
+    async def principal(self, token: str) -> User:
+        """The user a token speaks for; Unauthorized if it is bad or the user is gone."""
+        claims = self.signer.verify(token)
+        user = await self.store.get_user(claims.username)
+        if user is None or (claims.user_id and claims.user_id != user.id):
+            raise Unauthorized("the token's user no longer exists")
+        return user
+
+    async def get(self, username: str) -> User:
+        user = await self.store.get_user(username)
+        if user is None:
+            raise NotFound(f"no user {username!r}")
+        return user
+
+    async def list(self) -> list[User]:
+        return await self.store.list_users()
+
+    async def delete(self, actor: User, username: str) -> None:
+        target = await self.get(username)
+        if not policy.may_delete_user(actor, target):
+            raise Forbidden("only an admin may delete another user")
+        await self.store.delete_user(target.id)
+        await self.broker.publish(UserDeleted(target.username))

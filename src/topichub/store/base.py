@@ -1,0 +1,161 @@
+"""The store interface: the contract every backend honours (docs/architecture.md).
+
+The store is the source of truth. Each message is appended once to its topic's log and
+given the next ``seq`` of that topic (1, 2, 3... with no gap and no duplicate, whatever the
+number of concurrent publishers or nodes). Each member has a cursor, ``delivered_seq``:
+"pending for user U" is every message with ``seq > delivered_seq`` in U's topics that U did
+not send. Cursors only move forward.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from topichub.models import (
+    Membership,
+    MessageRecord,
+    PendingRange,
+    Role,
+    Topic,
+    TopicKind,
+    TopicSummary,
+    User,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    topic: Topic
+    sender_id: int
+    sender: str
+    content: str
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CursorUpdate:
+    user_id: int
+    topic_id: int
+    seq: int
+
+
+class Store(ABC):
+    """Durable state. Every method is safe to call concurrently."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and bring the schema to the newest migration."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish queued appends and release connections."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+
+    # -- users ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def create_user(self, username: str, password_hash: str, is_admin: bool) -> User:
+        """Raise ``AlreadyExists`` if the name is taken by a user or a topic."""
+
+    @abstractmethod
+    async def get_user(self, username: str) -> User | None: ...
+
+    @abstractmethod
+    async def get_user_by_id(self, user_id: int) -> User | None: ...
+
+    @abstractmethod
+    async def list_users(self) -> list[User]: ...
+
+    @abstractmethod
+    async def delete_user(self, user_id: int) -> None:
+        """Remove the user, their memberships and direct conversations; free the name."""
+
+    # -- topics and members ---------------------------------------------------------------
+
+    @abstractmethod
+    async def create_topic(self, name: str, kind: TopicKind, owner_id: int) -> Topic:
+        """Create a public or private topic with its owner as first member.
+
+        Raise ``AlreadyExists`` if the name is taken by a user or a topic.
+        """
+
+    @abstractmethod
+    async def get_topic(self, name: str) -> Topic | None:
+        """A topic by its name (direct conversations included, under their internal name)."""
+
+    @abstractmethod
+    async def get_or_create_direct(self, a: User, b: User) -> Topic:
+        """The direct conversation of two users, made on first use with both as members."""
+
+    @abstractmethod
+    async def delete_topic(self, topic_id: int) -> None: ...
+
+    @abstractmethod
+    async def list_topics(self, user_id: int) -> list[TopicSummary]:
+        """Public topics and the private ones the user belongs to (never direct ones)."""
+
+    @abstractmethod
+    async def add_member(self, topic_id: int, user_id: int, role: Role) -> bool:
+        """Join at the topic's current end (older messages are history, not pending).
+
+        Return False if the user already was a member.
+        """
+
+    @abstractmethod
+    async def remove_member(self, topic_id: int, user_id: int) -> bool:
+        """Return False if the user was not a member."""
+
+    @abstractmethod
+    async def get_membership(self, topic_id: int, user_id: int) -> Membership | None: ...
+
+    @abstractmethod
+    async def list_members(self, topic_id: int) -> list[tuple[str, Role]]: ...
+
+    @abstractmethod
+    async def user_topic_ids(self, user_id: int) -> list[int]:
+        """Every topic (direct conversations included) the user is a member of."""
+
+    # -- the log --------------------------------------------------------------------------
+
+    @abstractmethod
+    async def append(self, request: AppendRequest) -> tuple[MessageRecord, bool]:
+        """Append durably and return the stored record once committed.
+
+        The second value is True when ``client_id`` was already used by this sender in this
+        topic: the message was not stored again and the first record is returned.
+        Concurrent appends may share one transaction (group commit).
+        """
+
+    @abstractmethod
+    async def history(
+        self, topic: Topic, *, before: int | None, since: int | None, limit: int
+    ) -> list[MessageRecord]:
+        """Oldest first. With ``since`` alone, the oldest ``limit`` after it; otherwise the
+        newest ``limit`` (below ``before`` if given). Both bounds are exclusive."""
+
+    @abstractmethod
+    async def pending_ranges(self, user_id: int) -> list[PendingRange]:
+        """For each of the user's topics with messages past their cursor, the range and the
+        count of messages in it not sent by the user, read in one consistent snapshot."""
+
+    @abstractmethod
+    async def read_range(
+        self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
+    ) -> list[MessageRecord]:
+        """Messages ``after < seq <= upto``, oldest first, at most ``limit``."""
+
+    @abstractmethod
+    async def advance_cursors(self, updates: Sequence[CursorUpdate]) -> None:
+        """Move each cursor forward to ``seq`` (never backward)."""
+
+
+def open_store(url: str) -> Store:
+    """The backend for a database URL (the only place that maps URLs to stores)."""
+    from topichub.store.sql import SqlStore
+
+    return SqlStore(url)

@@ -1,0 +1,1 @@
+"""Versioned schema migrations (Alembic), run on every start by :mod:`topichub.store.sql`."""

@@ -1,0 +1,618 @@
+"""The SQL store: one implementation for SQLite (default) and PostgreSQL.
+
+Writes of the message log go through one writer task that packs concurrent appends into one
+transaction (group commit, DESIGN.md "Data model"): a publisher's ``append`` returns only
+after the transaction holding its row committed.
+
+On SQLite every write uses one connection (SQLite serialises writers anyway; doing it here
+avoids ``database is locked``), reads use a small pool, and the file runs in WAL mode so
+readers never wait for the writer. A crash of the process loses nothing committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import time
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from topichub.errors import AlreadyExists, NotFound, Unavailable
+from topichub.models import (
+    Membership,
+    MessageRecord,
+    PendingRange,
+    Role,
+    Topic,
+    TopicKind,
+    TopicSummary,
+    User,
+)
+from topichub.names import direct_topic_name
+from topichub.store.base import AppendRequest, CursorUpdate, Store
+from topichub.store.schema import members, messages, names, topics, users
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+# Serialises migrations of nodes starting at once on one PostgreSQL database.
+MIGRATION_LOCK_ID = 0x70C1C4B
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def driver_url(url: str) -> tuple[str, str]:
+    """Map a user-facing URL to (SQLAlchemy async URL, dialect)."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url[len("sqlite:") :], "sqlite"
+    for prefix in ("postgresql://", "postgres://", "postgresql+asyncpg://"):
+        if url.startswith(prefix):
+            if importlib.util.find_spec("asyncpg") is None:
+                raise RuntimeError(
+                    "PostgreSQL needs the asyncpg driver: pip install 'topichub[postgres]'"
+                )
+            return "postgresql+asyncpg://" + url[len(prefix) :], "postgresql"
+    raise ValueError(f"unsupported database URL {url!r} (use sqlite:///path or postgresql://)")
+
+
+def _topic(row: Any) -> Topic:
+    kind = TopicKind(row.kind)
+    pair: tuple[str, str] | None = None
+    if kind is TopicKind.DIRECT:
+        _, first, second = row.name.split(":", 2)
+        pair = (first, second)
+    return Topic(
+        id=row.id,
+        name=row.name,
+        kind=kind,
+        owner=row.owner,
+        last_seq=row.last_seq,
+        created_at_ms=row.created_at,
+        direct_pair=pair,
+    )
+
+
+def _user(row: Any) -> User:
+    return User(row.id, row.username, row.password_hash, bool(row.is_admin), row.created_at)
+
+
+def _record(topic: Topic, row: Any) -> MessageRecord:
+    return MessageRecord(
+        topic_id=topic.id,
+        topic_name=topic.name,
+        seq=row.seq,
+        sender=row.sender,
+        content=row.content,
+        sent_at_ms=row.created_at,
+        client_id=row.client_id,
+        direct_pair=topic.direct_pair,
+    )
+
+
+_TOPIC_COLUMNS = (
+    topics.c.id,
+    topics.c.name,
+    topics.c.kind,
+    topics.c.last_seq,
+    topics.c.created_at,
+    users.c.username.label("owner"),
+)
+_MESSAGE_COLUMNS = (
+    messages.c.seq,
+    messages.c.sender,
+    messages.c.content,
+    messages.c.client_id,
+    messages.c.created_at,
+)
+
+
+def _select_topics() -> sa.Select[Any]:
+    return sa.select(*_TOPIC_COLUMNS).select_from(
+        topics.outerjoin(users, users.c.id == topics.c.owner_id)
+    )
+
+
+class SqlStore(Store):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        async_url, self.dialect = driver_url(url)
+        if self.dialect == "sqlite":
+            self._prepare_sqlite_dir(url)
+            self._writer_engine = create_async_engine(async_url, pool_size=1, max_overflow=0)
+            self._reader_engine = create_async_engine(async_url, pool_size=4, max_overflow=4)
+            for engine in (self._writer_engine, self._reader_engine):
+                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_async_engine(async_url, pool_size=10, max_overflow=10)
+            self._writer_engine = self._reader_engine = engine
+        self._queue: asyncio.Queue[tuple[AppendRequest, asyncio.Future[Any]]] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _prepare_sqlite_dir(url: str) -> None:
+        from pathlib import Path
+
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._writer_engine.begin() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
+            await conn.run_sync(_upgrade_to_head)
+        self._writer_task = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            await self._queue.join()  # every queued append is committed before we stop
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
+        await self._writer_engine.dispose()
+        if self._reader_engine is not self._writer_engine:
+            await self._reader_engine.dispose()
+
+    async def ping(self) -> None:
+        try:
+            async with self._reader_engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            raise Unavailable("the database cannot be reached") from exc
+
+    # -- users ----------------------------------------------------------------------------
+
+    async def create_user(self, username: str, password_hash: str, is_admin: bool) -> User:
+        created = now_ms()
+        try:
+            async with self._writer_engine.begin() as conn:
+                await conn.execute(sa.insert(names).values(name=username, kind="user"))
+                result = await conn.execute(
+                    sa.insert(users)
+                    .values(
+                        username=username,
+                        password_hash=password_hash,
+                        is_admin=is_admin,
+                        created_at=created,
+                    )
+                    .returning(users.c.id)
+                )
+                user_id = result.scalar_one()
+        except IntegrityError as exc:
+            raise AlreadyExists(f"the name {username!r} is already taken") from exc
+        return User(user_id, username, password_hash, is_admin, created)
+
+    async def get_user(self, username: str) -> User | None:
+        async with self._reader_engine.connect() as conn:
+            row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
+        return _user(row) if row else None
+
+    async def get_user_by_id(self, user_id: int) -> User | None:
+        async with self._reader_engine.connect() as conn:
+            row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def list_users(self) -> list[User]:
+        async with self._reader_engine.connect() as conn:
+            rows = (await conn.execute(sa.select(users).order_by(users.c.username))).all()
+        return [_user(row) for row in rows]
+
+    async def delete_user(self, user_id: int) -> None:
+        async with self._writer_engine.begin() as conn:
+            username = (
+                await conn.execute(sa.select(users.c.username).where(users.c.id == user_id))
+            ).scalar_one_or_none()
+            if username is None:
+                return
+            direct_ids = sa.select(members.c.topic_id).where(
+                members.c.user_id == user_id,
+                members.c.topic_id.in_(
+                    sa.select(topics.c.id).where(topics.c.kind == TopicKind.DIRECT.value)
+                ),
+            )
+            direct_list = [r[0] for r in (await conn.execute(direct_ids)).all()]
+            if direct_list:
+                await conn.execute(sa.delete(messages).where(messages.c.topic_id.in_(direct_list)))
+                await conn.execute(sa.delete(members).where(members.c.topic_id.in_(direct_list)))
+                await conn.execute(sa.delete(topics).where(topics.c.id.in_(direct_list)))
+            await conn.execute(sa.delete(members).where(members.c.user_id == user_id))
+            await conn.execute(
+                sa.update(topics).where(topics.c.owner_id == user_id).values(owner_id=None)
+            )
+            await conn.execute(sa.delete(users).where(users.c.id == user_id))
+            await conn.execute(sa.delete(names).where(names.c.name == username))
+
+    # -- topics and members ---------------------------------------------------------------
+
+    async def create_topic(self, name: str, kind: TopicKind, owner_id: int) -> Topic:
+        created = now_ms()
+        try:
+            async with self._writer_engine.begin() as conn:
+                await conn.execute(sa.insert(names).values(name=name, kind="topic"))
+                topic_id = (
+                    await conn.execute(
+                        sa.insert(topics)
+                        .values(
+                            name=name,
+                            kind=kind.value,
+                            owner_id=owner_id,
+                            last_seq=0,
+                            created_at=created,
+                        )
+                        .returning(topics.c.id)
+                    )
+                ).scalar_one()
+                await conn.execute(
+                    sa.insert(members).values(
+                        topic_id=topic_id,
+                        user_id=owner_id,
+                        role=Role.OWNER.value,
+                        joined_seq=0,
+                        delivered_seq=0,
+                    )
+                )
+                owner = (
+                    await conn.execute(sa.select(users.c.username).where(users.c.id == owner_id))
+                ).scalar_one()
+        except IntegrityError as exc:
+            raise AlreadyExists(f"the name {name!r} is already taken") from exc
+        return Topic(topic_id, name, kind, owner, 0, created)
+
+    async def get_topic(self, name: str) -> Topic | None:
+        async with self._reader_engine.connect() as conn:
+            row = (await conn.execute(_select_topics().where(topics.c.name == name))).first()
+        return _topic(row) if row else None
+
+    async def get_or_create_direct(self, a: User, b: User) -> Topic:
+        name = direct_topic_name(a.username, b.username)
+        topic = await self.get_topic(name)
+        if topic is not None:
+            return topic
+        try:
+            async with self._writer_engine.begin() as conn:
+                topic_id = (
+                    await conn.execute(
+                        sa.insert(topics)
+                        .values(
+                            name=name,
+                            kind=TopicKind.DIRECT.value,
+                            owner_id=None,
+                            last_seq=0,
+                            created_at=now_ms(),
+                        )
+                        .returning(topics.c.id)
+                    )
+                ).scalar_one()
+                for user_id in {a.id, b.id}:
+                    await conn.execute(
+                        sa.insert(members).values(
+                            topic_id=topic_id,
+                            user_id=user_id,
+                            role=Role.MEMBER.value,
+                            joined_seq=0,
+                            delivered_seq=0,
+                        )
+                    )
+        except IntegrityError:
+            pass  # made by a concurrent first message: use that one
+        topic = await self.get_topic(name)
+        if topic is None:
+            raise NotFound("the conversation could not be created")
+        return topic
+
+    async def delete_topic(self, topic_id: int) -> None:
+        async with self._writer_engine.begin() as conn:
+            name = (
+                await conn.execute(sa.select(topics.c.name).where(topics.c.id == topic_id))
+            ).scalar_one_or_none()
+            await conn.execute(sa.delete(messages).where(messages.c.topic_id == topic_id))
+            await conn.execute(sa.delete(members).where(members.c.topic_id == topic_id))
+            await conn.execute(sa.delete(topics).where(topics.c.id == topic_id))
+            if name is not None:
+                await conn.execute(sa.delete(names).where(names.c.name == name))
+
+    async def list_topics(self, user_id: int) -> list[TopicSummary]:
+        member_count = (
+            sa.select(sa.func.count())
+            .where(members.c.topic_id == topics.c.id)
+            .correlate(topics)
+            .scalar_subquery()
+        )
+        is_member = sa.exists().where(
+            members.c.topic_id == topics.c.id, members.c.user_id == user_id
+        )
+        query = (
+            sa.select(
+                topics.c.name,
+                topics.c.kind,
+                users.c.username.label("owner"),
+                member_count.label("members"),
+                is_member.label("member"),
+            )
+            .select_from(topics.outerjoin(users, users.c.id == topics.c.owner_id))
+            .where(
+                sa.or_(
+                    topics.c.kind == TopicKind.PUBLIC.value,
+                    sa.and_(topics.c.kind == TopicKind.PRIVATE.value, is_member),
+                )
+            )
+            .order_by(topics.c.name)
+        )
+        async with self._reader_engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            TopicSummary(
+                name=row.name,
+                is_private=row.kind != TopicKind.PUBLIC.value,
+                owner=row.owner,
+                members=row.members,
+                member=bool(row.member),
+            )
+            for row in rows
+        ]
+
+    async def add_member(self, topic_id: int, user_id: int, role: Role) -> bool:
+        try:
+            async with self._writer_engine.begin() as conn:
+                last_seq = (
+                    await conn.execute(sa.select(topics.c.last_seq).where(topics.c.id == topic_id))
+                ).scalar_one_or_none()
+                if last_seq is None:
+                    raise NotFound("no such topic")
+                await conn.execute(
+                    sa.insert(members).values(
+                        topic_id=topic_id,
+                        user_id=user_id,
+                        role=role.value,
+                        joined_seq=last_seq,
+                        delivered_seq=last_seq,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def remove_member(self, topic_id: int, user_id: int) -> bool:
+        async with self._writer_engine.begin() as conn:
+            result = await conn.execute(
+                sa.delete(members).where(
+                    members.c.topic_id == topic_id, members.c.user_id == user_id
+                )
+            )
+        return bool(result.rowcount)
+
+    async def get_membership(self, topic_id: int, user_id: int) -> Membership | None:
+        async with self._reader_engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(members).where(
+                        members.c.topic_id == topic_id, members.c.user_id == user_id
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        return Membership(
+            row.topic_id, row.user_id, Role(row.role), row.joined_seq, row.delivered_seq
+        )
+
+    async def list_members(self, topic_id: int) -> list[tuple[str, Role]]:
+        query = (
+            sa.select(users.c.username, members.c.role)
+            .select_from(members.join(users, users.c.id == members.c.user_id))
+            .where(members.c.topic_id == topic_id)
+            .order_by(users.c.username)
+        )
+        async with self._reader_engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(row.username, Role(row.role)) for row in rows]
+
+    async def user_topic_ids(self, user_id: int) -> list[int]:
+        async with self._reader_engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(members.c.topic_id).where(members.c.user_id == user_id)
+                )
+            ).all()
+        return [row[0] for row in rows]
+
+    # -- the log --------------------------------------------------------------------------
+
+    async def append(self, request: AppendRequest) -> tuple[MessageRecord, bool]:
+        if self._writer_task is None:
+            raise Unavailable("the store is not running")
+        future: asyncio.Future[tuple[MessageRecord, bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait((request, future))
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit_batch(batch)
+            except Exception:
+                # One bad append (e.g. its topic was just deleted) must not fail the others:
+                # retry each alone so only the culprit gets the error.
+                for item in batch:
+                    try:
+                        await self._commit_batch([item])
+                    except Exception as exc:
+                        if not item[1].done():
+                            item[1].set_exception(exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit_batch(self, batch: list[tuple[AppendRequest, asyncio.Future[Any]]]) -> None:
+        results: list[tuple[MessageRecord, bool]] = []
+        async with self._writer_engine.begin() as conn:
+            for request, _ in batch:
+                results.append(await self._append_one(conn, request))
+        # Resolved in seq order once committed: the publishers resume in that order.
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _append_one(
+        self, conn: AsyncConnection, request: AppendRequest
+    ) -> tuple[MessageRecord, bool]:
+        topic = request.topic
+        if request.client_id is not None:
+            row = (
+                await conn.execute(
+                    sa.select(*_MESSAGE_COLUMNS).where(
+                        messages.c.topic_id == topic.id,
+                        messages.c.sender_id == request.sender_id,
+                        messages.c.client_id == request.client_id,
+                    )
+                )
+            ).first()
+            if row is not None:
+                return _record(topic, row), True
+        seq = (
+            await conn.execute(
+                sa.update(topics)
+                .where(topics.c.id == topic.id)
+                .values(last_seq=topics.c.last_seq + 1)
+                .returning(topics.c.last_seq)
+            )
+        ).scalar_one_or_none()
+        if seq is None:
+            raise NotFound(f"the topic {topic.name!r} no longer exists")
+        created = now_ms()
+        await conn.execute(
+            sa.insert(messages).values(
+                topic_id=topic.id,
+                seq=seq,
+                sender_id=request.sender_id,
+                sender=request.sender,
+                content=request.content,
+                client_id=request.client_id,
+                created_at=created,
+            )
+        )
+        record = MessageRecord(
+            topic_id=topic.id,
+            topic_name=topic.name,
+            seq=seq,
+            sender=request.sender,
+            content=request.content,
+            sent_at_ms=created,
+            client_id=request.client_id,
+            direct_pair=topic.direct_pair,
+        )
+        return record, False
+
+    async def history(
+        self, topic: Topic, *, before: int | None, since: int | None, limit: int
+    ) -> list[MessageRecord]:
+        query = sa.select(*_MESSAGE_COLUMNS).where(messages.c.topic_id == topic.id)
+        if before is not None:
+            query = query.where(messages.c.seq < before)
+        if since is not None:
+            query = query.where(messages.c.seq > since)
+        oldest_first = since is not None and before is None
+        order = messages.c.seq.asc() if oldest_first else messages.c.seq.desc()
+        async with self._reader_engine.connect() as conn:
+            rows = list((await conn.execute(query.order_by(order).limit(limit))).all())
+        if not oldest_first:
+            rows.reverse()
+        return [_record(topic, row) for row in rows]
+
+    async def pending_ranges(self, user_id: int) -> list[PendingRange]:
+        unseen = (
+            sa.select(sa.func.count())
+            .where(
+                messages.c.topic_id == members.c.topic_id,
+                messages.c.seq > members.c.delivered_seq,
+                messages.c.seq <= topics.c.last_seq,
+                messages.c.sender_id != user_id,
+            )
+            .correlate(members, topics)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(*_TOPIC_COLUMNS, members.c.delivered_seq, unseen.label("unseen"))
+            .select_from(
+                members.join(topics, topics.c.id == members.c.topic_id).outerjoin(
+                    users, users.c.id == topics.c.owner_id
+                )
+            )
+            .where(members.c.user_id == user_id, topics.c.last_seq > members.c.delivered_seq)
+            .order_by(topics.c.id)
+        )
+        async with self._reader_engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            PendingRange(_topic(row), row.delivered_seq, row.last_seq, row.unseen)
+            for row in rows
+            if row.unseen
+        ]
+
+    async def read_range(
+        self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
+    ) -> list[MessageRecord]:
+        query = sa.select(*_MESSAGE_COLUMNS).where(
+            messages.c.topic_id == topic.id, messages.c.seq > after, messages.c.seq <= upto
+        )
+        if exclude_sender_id is not None:
+            query = query.where(messages.c.sender_id != exclude_sender_id)
+        async with self._reader_engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(messages.c.seq).limit(limit))).all()
+        return [_record(topic, row) for row in rows]
+
+    async def advance_cursors(self, updates: Sequence[CursorUpdate]) -> None:
+        if not updates:
+            return
+        statement = (
+            sa.update(members)
+            .where(
+                members.c.topic_id == sa.bindparam("t_id"),
+                members.c.user_id == sa.bindparam("u_id"),
+                members.c.delivered_seq < sa.bindparam("new_seq"),
+            )
+            .values(delivered_seq=sa.bindparam("new_seq"))
+        )
+        params = [{"t_id": u.topic_id, "u_id": u.user_id, "new_seq": u.seq} for u in updates]
+        async with self._writer_engine.begin() as conn:
+            await conn.execute(statement, params)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never block the writer; NORMAL sync: a process crash loses nothing
+    # committed (only an OS crash could lose the last transactions).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _upgrade_to_head(connection: sa.Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(files("topichub.store") / "migrations"))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+__all__ = ["SqlStore"]

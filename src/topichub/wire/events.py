@@ -1,0 +1,91 @@
+"""Encode replies and server events into frame bytes (PROTOCOL.md, "Server events").
+
+A message event is encoded once per topic (per side of a direct conversation) and the same
+bytes go to every socket; the content is spliced in as the publisher's JSON text.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from topichub.errors import TopicHubError
+from topichub.models import MessageRecord, TopicSummary
+from topichub.wire.actions import Ref
+
+
+def format_timestamp(ms: int) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z`` suffix."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def view_name(record: MessageRecord, viewer: str) -> str:
+    """The ``topic_name`` a viewer sees: for a direct message, the name to reply to."""
+    pair = record.direct_pair
+    if pair is None:
+        return record.topic_name
+    first, second = pair
+    if viewer == first:
+        return second
+    if viewer == second:
+        return first
+    return record.topic_name
+
+
+def message_fields(record: MessageRecord, viewer: str, *, pending: bool) -> dict[str, Any]:
+    return {
+        "event": "message",
+        "topic_name": view_name(record, viewer),
+        "from": record.sender,
+        "content": orjson.Fragment(record.content),
+        "seq": record.seq,
+        "sent_at": format_timestamp(record.sent_at_ms),
+        "direct": record.direct_pair is not None,
+        "pending": pending,
+    }
+
+
+def message_event(record: MessageRecord, viewer: str, *, pending: bool = False) -> bytes:
+    return orjson.dumps(message_fields(record, viewer, pending=pending))
+
+
+def connected_event(username: str, pending: int) -> bytes:
+    return orjson.dumps({"event": "connected", "username": username, "pending": pending})
+
+
+def invited_event(topic_name: str, by: str) -> bytes:
+    return orjson.dumps({"event": "invited", "topic_name": topic_name, "by": by})
+
+
+def error_event(error: TopicHubError) -> bytes:
+    return orjson.dumps({"event": "error", "error": error.code, "message": error.message})
+
+
+def ok_reply(action: str, ref: Ref, **fields: Any) -> bytes:
+    reply: dict[str, Any] = {"action": action, "result": "ok", **fields}
+    if ref is not None:
+        reply["ref"] = ref
+    return orjson.dumps(reply)
+
+
+def error_reply(action: str | None, ref: Ref, error: TopicHubError, **fields: Any) -> bytes:
+    reply: dict[str, Any] = {}
+    if action is not None:
+        reply["action"] = action
+    reply.update(result="error", error=error.code, message=error.message, **fields)
+    if ref is not None:
+        reply["ref"] = ref
+    return orjson.dumps(reply)
+
+
+def topic_summary(summary: TopicSummary) -> dict[str, Any]:
+    return {
+        "topic_name": summary.name,
+        "is_private": summary.is_private,
+        "owner": summary.owner,
+        "members": summary.members,
+        "member": summary.member,
+    }
