@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="per-connection send buffer; over it: close 1013"
     )
     cursor_flush_ms: int = Field(200, ge=1, description="how often delivery cursors are saved")
+    retention_messages: int = Field(
+        0, ge=0, description="keep at most this many newest messages per topic (0: all)"
+    )
+    retention_seconds: int = Field(
+        0, ge=0, description="drop messages older than this many seconds (0: never)"
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
 
     def resolved_database_url(self) -> str:

@@ -85,9 +85,13 @@ class PendingRange:
     """Messages ``after < seq <= upto`` of one topic are pending for a user.
 
     ``count`` excludes the user's own messages, which are never pending for them.
+    ``lost`` counts messages past the cursor that retention removed before delivery
+    (``after < seq <= trimmed``), which the client is told about instead of silently missing.
     """
 
     topic: Topic
     after: int
     upto: int
     count: int
+    lost: int = 0
+    trimmed: int = 0

@@ -24,6 +24,7 @@ from topichub.gateway.server import Gateway
 from topichub.observability import Metrics
 from topichub.services import Services
 from topichub.store.base import Store, open_store
+from topichub.store.sql import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,16 @@ class Node:
         self.signer = TokenSigner(secret, settings.token_ttl)
         self.store: Store = open_store(settings.resolved_database_url())
         self.broker: Broker = open_broker(settings.broker_url)
-        self.hub = Hub(self.metrics)
+        self.hub = Hub(self.metrics, self.store)
         self.services = Services.build(settings, self.store, self.broker, self.signer)
         self.gateway = Gateway(settings, self.services, self.store, self.hub, self.metrics)
         self._api: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.start()
-        await self.broker.start(self.hub.handle)
+        await self.broker.start(self.hub.handle, self.hub.resync)
         await self.gateway.start()
         app = create_app(
             ApiContext(
@@ -71,6 +73,8 @@ class Node:
             log_level="warning",
             access_log=False,
         )
+        if self.settings.retention_messages or self.settings.retention_seconds:
+            self._retention = asyncio.create_task(self._retention_loop(), name="retention")
         self._api = _ApiServer(config)
         self._api_task = asyncio.create_task(self._api.serve(), name="rest-api")
         while not self._api.started:
@@ -88,6 +92,21 @@ class Node:
     def ws_port(self) -> int:
         return self.gateway.port
 
+    async def _retention_loop(self) -> None:
+        """Trim every topic's log by count and age (DESIGN.md, "Retention")."""
+        keep_last, max_age = self.settings.retention_messages, self.settings.retention_seconds
+        interval = min(30.0, max_age / 2) if max_age else 30.0
+        while True:
+            try:
+                older_than = now_ms() - max_age * 1000 if max_age else None
+                removed = await self.store.trim(keep_last=keep_last, older_than_ms=older_than)
+                if removed:
+                    log.info("retention removed %d messages", removed)
+            except Exception:
+                self.metrics.store_errors.inc()
+                log.exception("retention failed; will retry")
+            await asyncio.sleep(interval)
+
     async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
         for name, probe in (("store", self.store.ping), ("broker", self.broker.ping)):
@@ -99,6 +118,8 @@ class Node:
         return checks
 
     async def stop(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
         await self.gateway.stop()
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True

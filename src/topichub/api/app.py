@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -55,6 +56,8 @@ def create_app(context: ApiContext) -> FastAPI:
             swagger_js_url="/static/swagger/swagger-ui-bundle.js",
             swagger_css_url="/static/swagger/swagger-ui.css",
             swagger_favicon_url="/static/swagger/favicon-32x32.png",
+            # Swagger UI's default validator badge would fetch validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get("/", include_in_schema=False)
@@ -77,6 +80,23 @@ def create_app(context: ApiContext) -> FastAPI:
                 status_code=400,
             )
         first = problems[0] if problems else {}
+        raw = first.get("input")
+        if tuple(first.get("loc", ())) == ("body",) and isinstance(raw, bytes):
+            # A body sent without a JSON content type reaches validation as raw bytes.
+            try:
+                orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return JSONResponse(
+                    {"error": "invalid_request", "message": "the body is not valid JSON"},
+                    status_code=400,
+                )
+            return JSONResponse(
+                {
+                    "error": "invalid_request",
+                    "message": "send JSON (Content-Type: application/json)",
+                },
+                status_code=422,
+            )
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
         return JSONResponse({"error": "invalid_request", "message": message}, status_code=422)

@@ -43,12 +43,17 @@ class UserDeleted:
 
 BrokerEvent = MessagePublished | MembershipChanged | TopicDeleted | UserDeleted
 EventHandler = Callable[[BrokerEvent], None]
+# Called when events may have been missed (e.g. after a broker reconnect): re-read the store.
+ResyncHandler = Callable[[], None]
 
 
 class Broker(ABC):
     @abstractmethod
-    async def start(self, handler: EventHandler) -> None:
-        """Begin delivering every node's events (this node's included) to ``handler``."""
+    async def start(self, handler: EventHandler, resync: ResyncHandler | None = None) -> None:
+        """Begin delivering every node's events (this node's included) to ``handler``.
+
+        ``resync`` is called whenever events may have been lost in between (after a lost
+        connection to other nodes), so the node can catch up from the store."""
 
     @abstractmethod
     async def publish(self, event: BrokerEvent) -> None:
@@ -67,5 +72,11 @@ def open_broker(url: str) -> Broker:
     if url.startswith("memory:"):
         from topichub.broker.memory import MemoryBroker
 
-        return MemoryBroker()
-    raise ValueError(f"unsupported broker URL {url!r} (use memory://)")
+        return MemoryBroker(url)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            from topichub.broker.redis import RedisBroker
+        except ImportError as exc:
+            raise RuntimeError("the Redis broker needs: pip install 'topichub[redis]'") from exc
+        return RedisBroker(url)
+    raise ValueError(f"unsupported broker URL {url!r} (use memory:// or redis://)")

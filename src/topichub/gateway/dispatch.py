@@ -49,7 +49,8 @@ class Dispatcher:
             error = action.error
             assert isinstance(error, TopicHubError)
             self.metrics.errors.labels(error.code).inc()
-            conn.send(error_reply(action.action, action.ref, error))
+            fields = {"topic_name": action.topic_name} if action.topic_name is not None else {}
+            conn.send(error_reply(action.action, action.ref, error, **fields))
             return
         try:
             reply = await self.dispatch(conn, action)

@@ -2,12 +2,22 @@
 
 Each message event is encoded once per topic (once per side of a direct conversation) and
 the same bytes are handed to every member connection on this node.
+
+Per topic the hub also keeps the last ``seq`` it fanned out (a :class:`TopicStream`), so
+events reach connections in ``seq`` order with no gap even when the broker reorders or
+drops them (several nodes publishing to one topic, a lost Redis connection): an event that
+arrives early is held, and if the missing ones do not turn up within ``GAP_WAIT`` seconds
+they are read from the store, the source of truth.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from topichub.broker.base import (
     BrokerEvent,
@@ -18,17 +28,42 @@ from topichub.broker.base import (
 )
 from topichub.errors import CloseCode
 from topichub.gateway.connection import Connection
+from topichub.models import MessageRecord, Topic, TopicKind
 from topichub.observability import Metrics
+from topichub.store.base import Store
 from topichub.wire.events import invited_event, message_event
+
+log = logging.getLogger(__name__)
+
+GAP_WAIT = 0.05  # most gaps are reorders between nodes that close by themselves
+FILL_PAGE = 1000
+END_OF_LOG = 2**62
+
+
+@dataclass(slots=True)
+class TopicStream:
+    topic: Topic
+    last: int  # highest seq fanned out on this node
+    held: dict[int, MessageRecord] = field(default_factory=dict)
+    filling: bool = False
+    resync: bool = False  # read the store to its end (events may have been lost)
+
+
+def _topic_of(record: MessageRecord) -> Topic:
+    kind = TopicKind.DIRECT if record.direct_pair else TopicKind.PUBLIC
+    return Topic(record.topic_id, record.topic_name, kind, None, 0, 0, record.direct_pair)
 
 
 class Hub:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, store: Store) -> None:
         self.metrics = metrics
+        self.store = store
         self.by_topic: defaultdict[int, set[Connection]] = defaultdict(set)
         # Connections stay listed under their user until their final cursor flush is done,
         # so the user's next connection can wait for it (see CursorFlusher.flush_user).
         self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
+        self.streams: dict[int, TopicStream] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def connections(self) -> list[Connection]:
         return [conn for conns in self.by_user.values() for conn in conns]
@@ -38,20 +73,29 @@ class Hub:
         self.by_user[conn.username].add(conn)
         self.metrics.connections.inc()
 
-    def add_topics(self, conn: Connection, topic_ids: list[int]) -> None:
-        for topic_id in topic_ids:
-            conn.topic_ids.add(topic_id)
-            self.by_topic[topic_id].add(conn)
+    def add_topics(self, conn: Connection, topics: list[Topic]) -> None:
+        for topic in topics:
+            self._route(conn, topic.id)
+            if topic.id not in self.streams:
+                self.streams[topic.id] = TopicStream(topic, topic.last_seq)
+
+    def _route(self, conn: Connection, topic_id: int) -> None:
+        conn.topic_ids.add(topic_id)
+        self.by_topic[topic_id].add(conn)
+
+    def _unroute(self, conn: Connection, topic_id: int) -> None:
+        conn.topic_ids.discard(topic_id)
+        conns = self.by_topic.get(topic_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.by_topic[topic_id]
+                self.streams.pop(topic_id, None)
 
     def stop_routing(self, conn: Connection) -> None:
         """No more events reach ``conn``; it stays listed under its user until forgotten."""
-        for topic_id in conn.topic_ids:
-            conns = self.by_topic.get(topic_id)
-            if conns is not None:
-                conns.discard(conn)
-                if not conns:
-                    del self.by_topic[topic_id]
-        conn.topic_ids.clear()
+        for topic_id in list(conn.topic_ids):
+            self._unroute(conn, topic_id)
 
     def forget(self, conn: Connection) -> None:
         self.stop_routing(conn)
@@ -67,18 +111,7 @@ class Hub:
     def handle(self, event: BrokerEvent) -> None:
         match event:
             case MessagePublished(record=record):
-                self.metrics.published.inc()
-                delivered = 0
-                if record.direct_pair is None:
-                    data = message_event(record, "")
-                    for conn in self.by_topic.get(record.topic_id, ()):
-                        delivered += conn.deliver(record.topic_id, record.seq, data)
-                else:
-                    for username in set(record.direct_pair):
-                        data = message_event(record, username)
-                        for conn in self.by_user.get(username, ()):
-                            delivered += conn.deliver(record.topic_id, record.seq, data)
-                self.metrics.deliveries.inc(delivered)
+                self._on_message(record)
             case MembershipChanged(topic_id=topic_id, joined=True):
                 invite = (
                     invited_event(event.topic_name, event.invited_by) if event.invited_by else None
@@ -86,23 +119,141 @@ class Hub:
                 for conn in self.by_user.get(event.username, ()):
                     if not conn.open:
                         continue
-                    conn.topic_ids.add(topic_id)
-                    self.by_topic[topic_id].add(conn)
+                    self._route(conn, topic_id)
                     if invite is not None:
                         conn.send(invite)
             case MembershipChanged(topic_id=topic_id, joined=False):
                 for conn in self.by_user.get(event.username, ()):
-                    conn.topic_ids.discard(topic_id)
-                    conns = self.by_topic.get(topic_id)
-                    if conns is not None:
-                        conns.discard(conn)
+                    self._unroute(conn, topic_id)
             case TopicDeleted(topic_id=topic_id):
-                for conn in self.by_topic.pop(topic_id, set()):
-                    conn.topic_ids.discard(topic_id)
+                for conn in list(self.by_topic.get(topic_id, ())):
+                    self._unroute(conn, topic_id)
             case UserDeleted(username=username):
                 for conn in list(self.by_user.get(username, ())):
                     conn.open = False
                     self.stop_routing(conn)
-                    asyncio.get_running_loop().create_task(
-                        conn.ws.close(CloseCode.POLICY_VIOLATION, "account deleted")
-                    )
+                    self._spawn(self._close(conn, CloseCode.POLICY_VIOLATION, "account deleted"))
+
+    def _on_message(self, record: MessageRecord) -> None:
+        topic_id = record.topic_id
+        if record.direct_pair is not None:
+            # A direct conversation may be new: route its users' connections to it.
+            for username in record.direct_pair:
+                for conn in self.by_user.get(username, ()):
+                    if conn.open and topic_id not in conn.topic_ids:
+                        self._route(conn, topic_id)
+        if topic_id not in self.by_topic:
+            return  # nobody on this node listens
+        stream = self.streams.get(topic_id)
+        if stream is None:
+            stream = self.streams[topic_id] = TopicStream(_topic_of(record), record.seq - 1)
+        if record.seq <= stream.last:
+            return  # already fanned out (a re-read overlapping a late event)
+        if record.seq > stream.last + 1:
+            stream.held[record.seq] = record
+            self._schedule_fill(stream, GAP_WAIT)
+            return
+        self._fan_out(record)
+        stream.last = record.seq
+        self._release_held(stream)
+
+    def _release_held(self, stream: TopicStream) -> None:
+        while stream.held and stream.last + 1 in stream.held:
+            record = stream.held.pop(stream.last + 1)
+            self._fan_out(record)
+            stream.last = record.seq
+
+    def _fan_out(self, record: MessageRecord) -> None:
+        conns = self.by_topic.get(record.topic_id, ())
+        delivered = 0
+        if record.direct_pair is None:
+            data = message_event(record, "")
+            for conn in conns:
+                delivered += conn.deliver(record.topic_id, record.seq, data)
+        else:
+            encoded = {name: message_event(record, name) for name in set(record.direct_pair)}
+            for conn in conns:
+                side = encoded.get(conn.username)
+                if side is not None:
+                    delivered += conn.deliver(record.topic_id, record.seq, side)
+        self.metrics.published.inc()
+        self.metrics.deliveries.inc(delivered)
+
+    # -- catching up from the store -------------------------------------------------------
+
+    def resync(self) -> None:
+        """Events may have been lost (the broker reconnected): re-read memberships and
+        every followed topic's log from the store."""
+        for stream in self.streams.values():
+            stream.resync = True
+            self._schedule_fill(stream, 0)
+        self._spawn(self._refresh_memberships())
+
+    def _schedule_fill(self, stream: TopicStream, wait: float) -> None:
+        if not stream.filling:
+            stream.filling = True
+            self._spawn(self._fill(stream, wait))
+
+    async def _fill(self, stream: TopicStream, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+            await self._catch_up(stream)
+        except Exception:
+            log.exception("could not catch up topic %s from the store", stream.topic.name)
+            self.metrics.store_errors.inc()
+            stream.filling = False
+            self._schedule_fill(stream, 1.0)
+            return
+        stream.filling = False
+
+    async def _catch_up(self, stream: TopicStream) -> None:
+        """Fan out from the store whatever is missing before the held events (or, on a
+        resync, up to the end of the log)."""
+        while self.streams.get(stream.topic.id) is stream:
+            if stream.held:
+                upto = min(stream.held) - 1
+            elif stream.resync:
+                upto = END_OF_LOG
+            else:
+                return
+            records = await self.store.read_range(
+                stream.topic,
+                after=stream.last,
+                upto=upto,
+                exclude_sender_id=None,
+                limit=FILL_PAGE,
+            )
+            for record in records:
+                if record.seq > stream.last:  # a hole left by retention is skipped
+                    self._fan_out(record)
+                    stream.last = record.seq
+            if not records and upto != END_OF_LOG:
+                stream.last = max(stream.last, upto)  # gone from the store: skip the gap
+            self._release_held(stream)
+            if len(records) < FILL_PAGE and not stream.held:
+                stream.resync = False
+
+    async def _refresh_memberships(self) -> None:
+        for username, conns in list(self.by_user.items()):
+            live = [c for c in conns if c.open]
+            if not live:
+                continue
+            try:
+                topics = await self.store.user_topics(live[0].user.id)
+            except Exception:
+                log.exception("could not refresh the memberships of %s", username)
+                continue
+            wanted = {topic.id for topic in topics}
+            for conn in live:
+                for topic_id in conn.topic_ids - wanted:
+                    self._unroute(conn, topic_id)
+                self.add_topics(conn, [t for t in topics if t.id not in conn.topic_ids])
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _close(conn: Connection, code: int, reason: str) -> None:
+        await conn.ws.close(code, reason)

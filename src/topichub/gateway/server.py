@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from topichub.config import Settings
-from topichub.errors import CloseCode, Unauthorized
+from topichub.errors import CloseCode, InvalidRequest, Unauthorized
 from topichub.gateway.connection import Connection
 from topichub.gateway.cursors import CursorFlusher
 from topichub.gateway.dispatch import Dispatcher
@@ -28,13 +28,19 @@ from topichub.models import User
 from topichub.observability import Metrics
 from topichub.services import Services
 from topichub.store.base import Store
-from topichub.wire.actions import Disconnect
+from topichub.wire.actions import BadFrame, Disconnect
 from topichub.wire.codec import decode_action
-from topichub.wire.events import connected_event, message_event
+from topichub.wire.events import (
+    connected_event,
+    message_event,
+    messages_lost_event,
+    view_topic_name,
+)
 
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 1000
+BINARY_FRAME = BadFrame(InvalidRequest("binary frames are not accepted: send JSON as text"))
 
 
 def token_from_request(request: Request) -> tuple[str | None, bool]:
@@ -146,7 +152,9 @@ class Gateway:
         try:
             await self._open(conn)
             async for frame in ws:
-                action = decode_action(frame)
+                # Frames are UTF-8 JSON text (PROTOCOL.md, "Frames"): a binary one gets an
+                # error reply and the connection stays open.
+                action = decode_action(frame) if isinstance(frame, str) else BINARY_FRAME
                 await self.dispatcher.handle(conn, action)
                 if isinstance(action, Disconnect):
                     break
@@ -173,7 +181,7 @@ class Gateway:
         dropped by seq, so there is no gap and no duplicate (DESIGN.md, "Reconnect").
         """
         user = conn.user
-        self.hub.add_topics(conn, await self.store.user_topic_ids(user.id))
+        self.hub.add_topics(conn, await self.store.user_topics(user.id))
         await self.cursors.flush_user(user.username, exclude=conn)
         ranges = await self.store.pending_ranges(user.id)
         conn.send(connected_event(user.username, sum(r.count for r in ranges)))
@@ -181,6 +189,16 @@ class Gateway:
         replayed = 0
         for pending in ranges:
             after = pending.after
+            if pending.lost:
+                conn.send(
+                    messages_lost_event(
+                        view_topic_name(pending.topic, user.username),
+                        pending.after,
+                        pending.trimmed,
+                        pending.lost,
+                    )
+                )
+                after = pending.trimmed
             while after < pending.upto:
                 records = await self.store.read_range(
                     pending.topic,

@@ -117,7 +117,7 @@ class Store(ABC):
     async def list_members(self, topic_id: int) -> list[tuple[str, Role]]: ...
 
     @abstractmethod
-    async def user_topic_ids(self, user_id: int) -> list[int]:
+    async def user_topics(self, user_id: int) -> list[Topic]:
         """Every topic (direct conversations included) the user is a member of."""
 
     # -- the log --------------------------------------------------------------------------
@@ -148,6 +148,12 @@ class Store(ABC):
         self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
     ) -> list[MessageRecord]:
         """Messages ``after < seq <= upto``, oldest first, at most ``limit``."""
+
+    @abstractmethod
+    async def trim(self, *, keep_last: int, older_than_ms: int | None) -> int:
+        """Retention: drop all but the newest ``keep_last`` messages of each topic (0: no
+        count limit) and those created before ``older_than_ms`` (None: no age limit).
+        Returns how many messages were removed."""
 
     @abstractmethod
     async def advance_cursors(self, updates: Sequence[CursorUpdate]) -> None:

@@ -36,6 +36,8 @@ topics = sa.Table(
     sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
     sa.Column("last_seq", sa.BigInteger, nullable=False, default=0),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # Retention removed every message with seq <= trimmed_seq (migration 0002).
+    sa.Column("trimmed_seq", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 members = sa.Table(

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import importlib.util
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -140,6 +141,19 @@ class SqlStore(Store):
         self._queue: asyncio.Queue[tuple[AppendRequest, asyncio.Future[Any]]] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
 
+    @contextlib.asynccontextmanager
+    async def _sqlite_file_lock(self) -> AsyncIterator[None]:
+        path = self.url.split(":///", 1)[-1] if self.dialect == "sqlite" else ""
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(path + ".migrate-lock", "a") as lock:
+            await asyncio.to_thread(fcntl.flock, lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
     @staticmethod
     def _prepare_sqlite_dir(url: str) -> None:
         from pathlib import Path
@@ -151,7 +165,9 @@ class SqlStore(Store):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        async with self._writer_engine.begin() as conn:
+        # Nodes starting at once against one empty database must not both migrate it:
+        # PostgreSQL serialises them with an advisory lock, SQLite with a lock file.
+        async with self._sqlite_file_lock(), self._writer_engine.begin() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
             await conn.run_sync(_upgrade_to_head)
@@ -422,14 +438,13 @@ class SqlStore(Store):
             rows = (await conn.execute(query)).all()
         return [(row.username, Role(row.role)) for row in rows]
 
-    async def user_topic_ids(self, user_id: int) -> list[int]:
+    async def user_topics(self, user_id: int) -> list[Topic]:
+        query = _select_topics().where(
+            topics.c.id.in_(sa.select(members.c.topic_id).where(members.c.user_id == user_id))
+        )
         async with self._reader_engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(members.c.topic_id).where(members.c.user_id == user_id)
-                )
-            ).all()
-        return [row[0] for row in rows]
+            rows = (await conn.execute(query)).all()
+        return [_topic(row) for row in rows]
 
     # -- the log --------------------------------------------------------------------------
 
@@ -551,7 +566,12 @@ class SqlStore(Store):
             .scalar_subquery()
         )
         query = (
-            sa.select(*_TOPIC_COLUMNS, members.c.delivered_seq, unseen.label("unseen"))
+            sa.select(
+                *_TOPIC_COLUMNS,
+                topics.c.trimmed_seq,
+                members.c.delivered_seq,
+                unseen.label("unseen"),
+            )
             .select_from(
                 members.join(topics, topics.c.id == members.c.topic_id).outerjoin(
                     users, users.c.id == topics.c.owner_id
@@ -562,11 +582,21 @@ class SqlStore(Store):
         )
         async with self._reader_engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            PendingRange(_topic(row), row.delivered_seq, row.last_seq, row.unseen)
-            for row in rows
-            if row.unseen
-        ]
+        ranges = []
+        for row in rows:
+            lost = max(0, row.trimmed_seq - row.delivered_seq)
+            if row.unseen or lost:
+                ranges.append(
+                    PendingRange(
+                        _topic(row),
+                        row.delivered_seq,
+                        row.last_seq,
+                        row.unseen,
+                        lost,
+                        row.trimmed_seq,
+                    )
+                )
+        return ranges
 
     async def read_range(
         self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
@@ -579,6 +609,40 @@ class SqlStore(Store):
         async with self._reader_engine.connect() as conn:
             rows = (await conn.execute(query.order_by(messages.c.seq).limit(limit))).all()
         return [_record(topic, row) for row in rows]
+
+    async def trim(self, *, keep_last: int, older_than_ms: int | None) -> int:
+        removed = 0
+        async with self._writer_engine.begin() as conn:
+            if keep_last > 0:
+                await conn.execute(
+                    sa.update(topics)
+                    .where(topics.c.last_seq - keep_last > topics.c.trimmed_seq)
+                    .values(trimmed_seq=topics.c.last_seq - keep_last)
+                )
+            if older_than_ms is not None:
+                newest_old = (
+                    sa.select(sa.func.max(messages.c.seq))
+                    .where(
+                        messages.c.topic_id == topics.c.id,
+                        messages.c.created_at < older_than_ms,
+                    )
+                    .correlate(topics)
+                    .scalar_subquery()
+                )
+                await conn.execute(
+                    sa.update(topics)
+                    .where(newest_old > topics.c.trimmed_seq)
+                    .values(trimmed_seq=newest_old)
+                )
+            trimmed = (
+                sa.select(topics.c.trimmed_seq)
+                .where(topics.c.id == messages.c.topic_id)
+                .correlate(messages)
+                .scalar_subquery()
+            )
+            result = await conn.execute(sa.delete(messages).where(messages.c.seq <= trimmed))
+            removed += result.rowcount or 0
+        return removed
 
     async def advance_cursors(self, updates: Sequence[CursorUpdate]) -> None:
         if not updates:

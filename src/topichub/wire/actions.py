@@ -105,8 +105,10 @@ Action = (
 
 @dataclass(frozen=True, slots=True)
 class BadFrame:
-    """A frame that could not become an action; ``action``/``ref`` are kept when known."""
+    """A frame that could not become an action; ``action``/``ref``/``topic_name`` are kept
+    when known."""
 
     error: Exception
     action: str | None = None
     ref: Ref = None
+    topic_name: str | None = None

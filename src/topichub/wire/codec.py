@@ -164,16 +164,23 @@ def decode_action(text: str | bytes) -> Action | BadFrame:
     if not isinstance(frame, dict):
         return BadFrame(InvalidRequest("a frame must be a JSON object"))
     action = frame.get("action")
-    if not isinstance(action, str):
-        return BadFrame(InvalidRequest("'action' must be a string"))
+    known = action[:MAX_NAME_CHARS] if isinstance(action, str) else None
+    # Replies carry the ref, and topic_name where the request did, even when the rest of
+    # the frame is bad (PROTOCOL.md, "Frames").
+    named = frame.get("topic_name")
+    topic_name = named if isinstance(named, str) else None
     try:
         ref = _ref(frame)
     except TopicHubError as exc:
-        return BadFrame(exc, action[:MAX_NAME_CHARS])
+        return BadFrame(exc, known, None, topic_name)
+    if not isinstance(action, str):
+        return BadFrame(InvalidRequest("'action' must be a string"), None, ref, topic_name)
     parser = PARSERS.get(action)
     if parser is None:
-        return BadFrame(UnknownAction(f"unknown action {action[:64]!r}"), action[:64], ref)
+        return BadFrame(
+            UnknownAction(f"unknown action {action[:64]!r}"), action[:64], ref, topic_name
+        )
     try:
         return parser(action, ref, frame)
     except TopicHubError as exc:
-        return BadFrame(exc, action, ref)
+        return BadFrame(exc, action, ref, topic_name)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from topichub.errors import TopicHubError
-from topichub.models import MessageRecord, TopicSummary
+from topichub.models import MessageRecord, Topic, TopicSummary
 from topichub.wire.actions import Ref
 
 
@@ -35,6 +35,14 @@ def view_name(record: MessageRecord, viewer: str) -> str:
     return record.topic_name
 
 
+def view_topic_name(topic: Topic, viewer: str) -> str:
+    """The name a viewer uses for a topic: for a direct conversation, the other user."""
+    if topic.direct_pair is None:
+        return topic.name
+    first, second = topic.direct_pair
+    return second if viewer == first else first
+
+
 def message_fields(record: MessageRecord, viewer: str, *, pending: bool) -> dict[str, Any]:
     return {
         "event": "message",
@@ -54,6 +62,19 @@ def message_event(record: MessageRecord, viewer: str, *, pending: bool = False) 
 
 def connected_event(username: str, pending: int) -> bytes:
     return orjson.dumps({"event": "connected", "username": username, "pending": pending})
+
+
+def messages_lost_event(topic_name: str, after_seq: int, upto_seq: int, count: int) -> bytes:
+    """Retention removed messages past the member's cursor before they were delivered."""
+    return orjson.dumps(
+        {
+            "event": "messages_lost",
+            "topic_name": topic_name,
+            "after_seq": after_seq,
+            "upto_seq": upto_seq,
+            "count": count,
+        }
+    )
 
 
 def invited_event(topic_name: str, by: str) -> bytes:

@@ -1,0 +1,129 @@
+"""The Redis broker: events cross nodes over one Redis pub/sub channel.
+
+Each node delivers its own events locally first, then publishes them tagged with its node
+id; every node drops its own echoes. Redis pub/sub keeps nothing: after a lost connection
+the broker reconnects with backoff and calls ``resync`` so the node re-reads from the store
+whatever it may have missed (the log makes this safe). A publish while Redis is down is
+not an error for the publisher: the message is already stored.
+
+URL: ``redis://host:port/db?channel=NAME`` (channel defaults to ``topichub``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from topichub.broker.base import Broker, BrokerEvent, EventHandler, ResyncHandler
+from topichub.broker.codec import decode_event, encode_event
+from topichub.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 2.0
+
+
+def split_channel(url: str) -> tuple[str, str]:
+    """(connection URL, channel name) from a broker URL."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    channel = next((v for k, v in query if k == "channel"), "topichub")
+    rest = urlencode([(k, v) for k, v in query if k != "channel"])
+    return urlunsplit(parts._replace(query=rest)), channel
+
+
+class RedisBroker(Broker):
+    def __init__(self, url: str) -> None:
+        self.url, self.channel = split_channel(url)
+        self.node_id = uuid.uuid4().hex
+        self.connected = False
+        self.reconnects = 0
+        self.publish_errors = 0
+        self._handler: EventHandler | None = None
+        self._resync: ResyncHandler | None = None
+        self._client: Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def start(self, handler: EventHandler, resync: ResyncHandler | None = None) -> None:
+        self._handler = handler
+        self._resync = resync
+        self._client = Redis.from_url(
+            self.url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=5
+        )
+        self._listener = asyncio.create_task(self._listen(), name="redis-broker")
+        # Start only once subscribed, so no event published after start() is missed.
+        await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+
+    async def _listen(self) -> None:
+        assert self._client is not None
+        backoff = 0.05
+        first = True
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self.connected = True
+                self._subscribed.set()
+                backoff = 0.05
+                if not first:
+                    log.warning("redis broker reconnected; re-syncing from the store")
+                    if self._resync is not None:
+                        self._resync()
+                first = False
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    node, event = decode_event(message["data"])
+                    if node != self.node_id and self._handler is not None:
+                        self._handler(event)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("redis broker lost its connection: %s", exc)
+                self.connected = False
+                self.reconnects += 1
+            except Exception:
+                log.exception("redis broker: bad event; skipping")
+                continue
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py stub gap
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF, backoff * 2)
+
+    async def publish(self, event: BrokerEvent) -> None:
+        if self._handler is None or self._client is None:
+            raise Unavailable("the broker is not running")
+        self._handler(event)
+        try:
+            await self._client.publish(self.channel, encode_event(self.node_id, event))
+        except (RedisError, OSError) as exc:
+            # Stored already; other nodes' members catch up when the broker re-syncs.
+            self.publish_errors += 1
+            log.warning("redis publish failed (%s); other nodes will re-sync", exc)
+
+    async def ping(self) -> None:
+        if self._client is None or not self.connected:
+            raise Unavailable("not connected to redis")
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"redis: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._client is not None:
+            await self._client.aclose()
+        self._handler = None
