@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.backends import create_postgres_database, drop_postgres_database, redis_channel_url
 from topichub.testing import ServerProcess, WsClient
 
 ADMIN_PASSWORD = "admin-password-1"
@@ -77,6 +78,47 @@ class Harness:
         return client
 
 
+# Which backends the e2e suite runs on: sqlite = SQLite + in-process broker,
+# postgres = PostgreSQL + Redis (each server gets a fresh database and channel).
+BACKENDS = os.environ.get("TOPICHUB_TEST_BACKENDS", "sqlite,postgres").split(",")
+
+
+class Backend:
+    """Command-line arguments putting a server on one backend, and their cleanup."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.database_url = ""
+        self.broker_url = ""
+        if name == "postgres":
+            self.database_url = create_postgres_database()
+            self.broker_url = redis_channel_url()
+
+    @property
+    def args(self) -> list[str]:
+        if self.name == "sqlite":
+            return []
+        return ["--database", self.database_url, "--broker", self.broker_url]
+
+    def drop(self) -> None:
+        if self.database_url:
+            drop_postgres_database(self.database_url)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def backend(backend_name: str) -> Iterator[Backend]:
+    """A fresh space on the session's backend, for tests that run servers of their own:
+    ``start_server(tmp_path, *backend.args)``."""
+    fresh = Backend(backend_name)
+    yield fresh
+    fresh.drop()
+
+
 def start_server(data_dir: Path, *args: str) -> ServerProcess:
     server = ServerProcess(data_dir, *args)
     result = server.cli("user", "add", "admin", "--admin", "--password", ADMIN_PASSWORD)
@@ -85,10 +127,12 @@ def start_server(data_dir: Path, *args: str) -> ServerProcess:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("node"))
+def server(backend_name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    space = Backend(backend_name)
+    proc = start_server(tmp_path_factory.mktemp(f"node-{backend_name}"), *space.args)
     yield proc
     proc.stop()
+    space.drop()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from swagger_ui_bundle import swagger_ui_path
 
 from topichub import __version__
@@ -102,12 +103,17 @@ def create_app(context: ApiContext) -> FastAPI:
         return JSONResponse({"error": "invalid_request", "message": message}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(error.status_code, "error")
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            # Starlette names only the methods of the first route matching the path; a
+            # path served by several routes (GET and POST /topics) supports all of theirs.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
         return JSONResponse(
             {"error": code, "message": str(error.detail)},
             status_code=error.status_code,
-            headers=getattr(error, "headers", None),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)
@@ -118,3 +124,12 @@ def create_app(context: ApiContext) -> FastAPI:
         )
 
     return app
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)

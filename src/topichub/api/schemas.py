@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from topichub.models import MessageRecord, User
 from topichub.wire.events import format_timestamp, view_name
 
+# PROTOCOL.md "Names", in the OpenAPI schema too (the services check them again).
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
 
 class Credentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+
+
+class Registration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: Name
+    password: str = Field(min_length=8, max_length=1024)
 
 
 class TokenOut(BaseModel):
@@ -38,7 +47,7 @@ class UserOut(BaseModel):
 
 class TopicIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    topic_name: str = Field(min_length=1, max_length=64)
+    topic_name: Name
     is_private: bool = False
 
 

@@ -26,7 +26,7 @@ def encode_event(node_id: str, event: BrokerEvent) -> bytes:
                 "topic_name": r.topic_name,
                 "seq": r.seq,
                 "sender": r.sender,
-                "content": orjson.Fragment(r.content),
+                "content": r.content,  # the JSON text, carried as is
                 "sent_at_ms": r.sent_at_ms,
                 "client_id": r.client_id,
                 "direct_pair": r.direct_pair,
@@ -59,7 +59,7 @@ def decode_event(data: bytes | str) -> tuple[str, BrokerEvent]:
             topic_name=body["topic_name"],
             seq=body["seq"],
             sender=body["sender"],
-            content=orjson.dumps(body["content"]).decode(),
+            content=body["content"],
             sent_at_ms=body["sent_at_ms"],
             client_id=body.get("client_id"),
             direct_pair=(pair[0], pair[1]) if pair else None,

@@ -126,4 +126,6 @@ class RedisBroker(Broker):
                 await self._listener
         if self._client is not None:
             await self._client.aclose()
+            self._client = None
         self._handler = None
+        self.connected = False

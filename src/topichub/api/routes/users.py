@@ -9,14 +9,14 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import ValidationError
 
 from topichub.api.deps import Context, CurrentUser
-from topichub.api.schemas import ERRORS, Credentials, TokenOut, UserOut
+from topichub.api.schemas import ERRORS, Credentials, Registration, TokenOut, UserOut
 from topichub.errors import InvalidRequest, MalformedBody
 
 router = APIRouter(prefix="/api/v1", tags=["users and tokens"])
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, responses=ERRORS)
-async def register(body: Credentials, ctx: Context) -> UserOut:
+async def register(body: Registration, ctx: Context) -> UserOut:
     """Register a user; 409 if the name is taken by a user or a topic."""
     return UserOut.of(await ctx.services.users.register(body.username, body.password))
 
@@ -47,8 +47,8 @@ _TOKEN_BODY = {
                     "type": "object",
                     "required": ["username", "password"],
                     "properties": {
-                        "username": {"type": "string"},
-                        "password": {"type": "string"},
+                        "username": {"type": "string", "minLength": 1, "maxLength": 64},
+                        "password": {"type": "string", "minLength": 1, "maxLength": 1024},
                     },
                 }
             },

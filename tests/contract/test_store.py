@@ -1,0 +1,228 @@
+"""The store contract, one suite run against SQLite and PostgreSQL (store/base.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.backends import create_postgres_database, drop_postgres_database
+from topichub.errors import AlreadyExists, NotFound
+from topichub.models import Role, Topic, TopicKind, User
+from topichub.store.base import AppendRequest, CursorUpdate, Store
+from topichub.store.sql import SqlStore
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    store = SqlStore(database_url)
+    await store.start()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def make_store(database_url: str) -> Callable[[], SqlStore]:
+    return lambda: SqlStore(database_url)
+
+
+async def user(store: Store, name: str) -> User:
+    return await store.create_user(name, "$argon2id$not-a-real-hash", False)
+
+
+def request(topic: Topic, sender: User, content: str = "1", client_id: str | None = None):
+    return AppendRequest(topic, sender.id, sender.username, content, client_id)
+
+
+async def test_seq_has_no_gap_and_no_duplicate_with_8_concurrent_publishers(
+    store: Store, make_store: Callable[[], SqlStore], database_url: str
+) -> None:
+    alice = await user(store, "alice")
+    topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    # On PostgreSQL half the publishers go through a second store: a second node.
+    other = make_store() if database_url.startswith("postgresql") else None
+    if other is not None:
+        await other.start()
+    try:
+        stores = [store if other is None or i % 2 else other for i in range(8)]
+
+        async def publisher(index: int) -> list[int]:
+            seqs = []
+            for n in range(40):
+                record, duplicate = await stores[index].append(
+                    request(topic, alice, f'"{index}-{n}"')
+                )
+                assert not duplicate
+                seqs.append(record.seq)
+            return seqs
+
+        results = await asyncio.gather(*(publisher(i) for i in range(8)))
+    finally:
+        if other is not None:
+            await other.close()
+    every = sorted(seq for seqs in results for seq in seqs)
+    assert every == list(range(1, 8 * 40 + 1))
+    for seqs in results:
+        assert seqs == sorted(seqs)  # each publisher's own messages keep its order
+    stored = await store.history(topic, before=None, since=0, limit=100)
+    assert [r.seq for r in stored] == list(range(1, 101))
+    assert (await store.get_topic("news")).last_seq == 320  # type: ignore[union-attr]
+
+
+async def test_publish_is_idempotent_by_client_id(store: Store) -> None:
+    alice, bob = await user(store, "alice"), await user(store, "bob")
+    topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    await store.add_member(topic.id, bob.id, Role.MEMBER)
+    first, dup1 = await store.append(request(topic, alice, '"a"', "m-1"))
+    again, dup2 = await store.append(request(topic, alice, '"changed"', "m-1"))
+    other, dup3 = await store.append(request(topic, bob, '"b"', "m-1"))  # another sender
+    assert (dup1, dup2, dup3) == (False, True, False)
+    assert again.seq == first.seq == 1 and again.content == '"a"'
+    assert other.seq == 2
+    concurrent = await asyncio.gather(
+        *(store.append(request(topic, alice, '"x"', "m-2")) for _ in range(5))
+    )
+    assert len({record.seq for record, _ in concurrent}) == 1
+    assert sum(not duplicate for _, duplicate in concurrent) == 1
+
+
+async def test_cursors_and_pending_ranges(store: Store) -> None:
+    alice, bob = await user(store, "alice"), await user(store, "bob")
+    topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    await store.append(request(topic, alice))  # before bob joins: history, not pending
+    assert await store.add_member(topic.id, bob.id, Role.MEMBER)
+    assert not await store.add_member(topic.id, bob.id, Role.MEMBER)
+    membership = await store.get_membership(topic.id, bob.id)
+    assert membership is not None and membership.joined_seq == membership.delivered_seq == 1
+
+    for n in range(5):
+        await store.append(request(topic, alice, str(n)))
+    await store.append(request(topic, bob, '"mine"'))  # bob's own: never pending for bob
+
+    (pending,) = await store.pending_ranges(bob.id)
+    assert (pending.topic.id, pending.after, pending.upto, pending.count) == (topic.id, 1, 7, 5)
+    records = await store.read_range(
+        topic, after=pending.after, upto=pending.upto, exclude_sender_id=bob.id, limit=100
+    )
+    assert [r.seq for r in records] == [2, 3, 4, 5, 6]
+    assert [r.content for r in records] == ["0", "1", "2", "3", "4"]
+    page = await store.read_range(topic, after=1, upto=7, exclude_sender_id=None, limit=2)
+    assert [r.seq for r in page] == [2, 3]
+
+    await store.advance_cursors([CursorUpdate(bob.id, topic.id, 4)])
+    (pending,) = await store.pending_ranges(bob.id)
+    assert (pending.after, pending.count) == (4, 2)
+    await store.advance_cursors([CursorUpdate(bob.id, topic.id, 2)])  # never backward
+    assert (await store.get_membership(topic.id, bob.id)).delivered_seq == 4  # type: ignore[union-attr]
+    await store.advance_cursors([CursorUpdate(bob.id, topic.id, 7)])
+    assert await store.pending_ranges(bob.id) == []
+    # alice has nothing pending: every message but bob's is hers, and her cursor is behind.
+    ranges = await store.pending_ranges(alice.id)
+    assert [(r.count) for r in ranges] == [1]
+
+
+async def test_history_paging(store: Store) -> None:
+    alice = await user(store, "alice")
+    topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    for n in range(1, 31):
+        await store.append(request(topic, alice, str(n)))
+
+    async def seqs(**kwargs: object) -> list[int]:
+        return [r.seq for r in await store.history(topic, **kwargs)]  # type: ignore[arg-type]
+
+    assert await seqs(before=None, since=None, limit=5) == [26, 27, 28, 29, 30]
+    assert await seqs(before=26, since=None, limit=5) == [21, 22, 23, 24, 25]
+    assert await seqs(before=None, since=10, limit=3) == [11, 12, 13]
+    assert await seqs(before=15, since=10, limit=10) == [11, 12, 13, 14]
+    assert await seqs(before=15, since=10, limit=2) == [13, 14]
+    assert await seqs(before=1, since=None, limit=5) == []
+    assert await seqs(before=None, since=30, limit=5) == []
+
+
+async def test_retention_trims_and_signals_the_gap(store: Store) -> None:
+    alice, bob = await user(store, "alice"), await user(store, "bob")
+    topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    await store.add_member(topic.id, bob.id, Role.MEMBER)
+    for n in range(10):
+        await store.append(request(topic, alice, str(n)))
+    assert await store.trim(keep_last=4, older_than_ms=None) == 6
+    assert [r.seq for r in await store.history(topic, before=None, since=None, limit=50)] == [
+        7,
+        8,
+        9,
+        10,
+    ]
+    (pending,) = await store.pending_ranges(bob.id)
+    assert (pending.lost, pending.trimmed, pending.count) == (6, 6, 4)
+    assert await store.trim(keep_last=4, older_than_ms=None) == 0  # idempotent
+    # By age: everything created before "the far future" goes.
+    assert await store.trim(keep_last=0, older_than_ms=2**62) == 4
+    (pending,) = await store.pending_ranges(bob.id)
+    assert (pending.lost, pending.count) == (10, 0)
+    record, _ = await store.append(request(topic, alice))
+    assert record.seq == 11  # seq keeps rising after a trim
+
+
+async def test_names_are_one_namespace(store: Store) -> None:
+    alice = await user(store, "alice")
+    await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    with pytest.raises(AlreadyExists):
+        await user(store, "news")
+    with pytest.raises(AlreadyExists):
+        await store.create_topic("alice", TopicKind.PRIVATE, alice.id)
+    with pytest.raises(AlreadyExists):
+        await store.create_topic("news", TopicKind.PRIVATE, alice.id)
+    with pytest.raises(AlreadyExists):
+        await user(store, "alice")
+    topics = await store.list_topics(alice.id)
+    assert [(t.name, t.member, t.members) for t in topics] == [("news", True, 1)]
+
+
+async def test_membership_rules(store: Store) -> None:
+    alice, bob = await user(store, "alice"), await user(store, "bob")
+    secret = await store.create_topic("secret", TopicKind.PRIVATE, alice.id)
+    assert [t.name for t in await store.list_topics(bob.id)] == []  # private, not a member
+    assert await store.add_member(secret.id, bob.id, Role.MEMBER)
+    assert [t.name for t in await store.list_topics(bob.id)] == ["secret"]
+    assert await store.list_members(secret.id) == [("alice", Role.OWNER), ("bob", Role.MEMBER)]
+    assert await store.remove_member(secret.id, bob.id)
+    assert not await store.remove_member(secret.id, bob.id)
+    with pytest.raises(NotFound):
+        await store.add_member(10_000, bob.id, Role.MEMBER)
+
+    direct = await store.get_or_create_direct(alice, bob)
+    again = await store.get_or_create_direct(bob, alice)
+    assert direct.id == again.id and direct.kind is TopicKind.DIRECT
+    assert direct.direct_pair == ("alice", "bob")
+    assert {t.id for t in await store.user_topics(bob.id)} == {direct.id}
+    assert "secret" not in [t.name for t in await store.list_topics(bob.id)]
+
+    await store.delete_user(bob.id)
+    assert await store.get_user("bob") is None
+    assert await store.get_topic(direct.name) is None
+    await user(store, "bob")  # the name is free again
+
+
+async def test_migrations_from_empty_race_free(make_store: Callable[[], SqlStore]) -> None:
+    stores = [make_store() for _ in range(3)]
+    await asyncio.gather(*(s.start() for s in stores))  # three nodes start at once
+    try:
+        alice = await user(stores[0], "alice")
+        assert (await stores[2].get_user("alice")) == alice
+    finally:
+        for s in stores:
+            await s.close()
