@@ -9,6 +9,7 @@ fail.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -34,7 +35,7 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-async def _admin(sql: str) -> None:
+async def _admin_async(sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
@@ -44,11 +45,22 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+def _admin(sql: str) -> None:
+    """Run one statement as the admin, from sync code or from inside an async test."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_admin_async(sql))
+        return
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _admin_async(sql)).result()
+
+
 def create_postgres_database() -> str:
     """A new empty database; returns its URL."""
     name = f"topichub_test_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        _admin(f'CREATE DATABASE "{name}"')
     except Exception as exc:
         unavailable(f"PostgreSQL at {POSTGRES_URL}", exc)
     return _with_database(POSTGRES_URL, name)
@@ -56,7 +68,7 @@ def create_postgres_database() -> str:
 
 def drop_postgres_database(url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def redis_channel_url(base: str = REDIS_URL) -> str:

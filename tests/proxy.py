@@ -63,3 +63,29 @@ class TcpProxy:
             self._server.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
+
+
+class ThreadedTcpProxy:
+    """The same proxy on an event loop of its own thread, for tests whose own loop blocks
+    (e.g. while starting server processes that must reach the target through it)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._proxy = TcpProxy(target_host, target_port)
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._proxy.start(), self._loop).result(10)
+        self.port = self._proxy.port
+
+    def cut(self) -> None:
+        self._loop.call_soon_threadsafe(self._proxy.cut)
+
+    def restore(self) -> None:
+        self._loop.call_soon_threadsafe(self._proxy.restore)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._proxy.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)

@@ -64,6 +64,9 @@ class TokenClaims:
     user_id: int
     expires_at: int
     token_id: str
+    # When the user was created (ms): SQLite may give a new user the id of a deleted one,
+    # so the id alone does not tell a re-registered name apart.
+    user_created_ms: int = 0
 
 
 class TokenSigner:
@@ -71,7 +74,14 @@ class TokenSigner:
         self._secret = secret
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, username: str, user_id: int, ttl_seconds: int | None = None) -> str:
+    def issue(
+        self,
+        username: str,
+        user_id: int,
+        ttl_seconds: int | None = None,
+        *,
+        user_created_ms: int = 0,
+    ) -> str:
         now = int(time.time())
         claims = {
             "sub": username,
@@ -80,6 +90,8 @@ class TokenSigner:
             "exp": now + (ttl_seconds or self.ttl_seconds),
             "jti": uuid.uuid4().hex,
         }
+        if user_created_ms:
+            claims["ucr"] = user_created_ms
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> TokenClaims:
@@ -94,10 +106,10 @@ class TokenSigner:
             raise Unauthorized("token expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("invalid token") from exc
-        sub, uid = claims.get("sub"), claims.get("uid", 0)
-        if not isinstance(sub, str) or not isinstance(uid, int):
+        sub, uid, created = claims.get("sub"), claims.get("uid", 0), claims.get("ucr", 0)
+        if not isinstance(sub, str) or not isinstance(uid, int) or not isinstance(created, int):
             raise Unauthorized("invalid token")
-        return TokenClaims(sub, uid, int(claims["exp"]), str(claims.get("jti", "")))
+        return TokenClaims(sub, uid, int(claims["exp"]), str(claims.get("jti", "")), created)
 
 
 def parse_ttl(text: str) -> int:

@@ -46,6 +46,7 @@ class Node:
         self.store: Store = open_store(settings.resolved_database_url())
         self.broker: Broker = open_broker(settings.broker_url)
         self.hub = Hub(self.metrics, self.store)
+        self.metrics.watch_broker(self.broker.stats)
         self.services = Services.build(settings, self.store, self.broker, self.signer)
         self.gateway = Gateway(settings, self.services, self.store, self.hub, self.metrics)
         self._api: _ApiServer | None = None

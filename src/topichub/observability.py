@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -51,6 +54,34 @@ class Metrics:
         )
         self.store_errors = Counter(
             "topichub_store_errors", "Unexpected store failures", registry=self.registry
+        )
+
+    def watch_broker(self, stats: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_BrokerCollector(stats))
+
+
+class _BrokerCollector(Collector):
+    """Reads the broker's own counters at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.stats()
+        yield GaugeMetricFamily(
+            "topichub_broker_connected",
+            "1 while the broker reaches the other nodes",
+            value=stats.get("connected", 0),
+        )
+        yield CounterMetricFamily(
+            "topichub_broker_reconnects",
+            "Times the broker lost and re-made its connection",
+            value=stats.get("reconnects", 0),
+        )
+        yield CounterMetricFamily(
+            "topichub_broker_publish_errors",
+            "Events that could not be sent to other nodes",
+            value=stats.get("publish_errors", 0),
         )
 
 

@@ -168,12 +168,15 @@ async def test_redis_broker_recovers_after_its_connection_drops() -> None:
                 break
             await asyncio.sleep(0.1)
         assert a.resyncs == 1  # told to catch up from the store
+        # What a published during the outage was kept and sent on reconnect.
+        assert (await b.wait_for(2))[1] == TopicDeleted(2)
         await a.broker.ping()
         await b.broker.publish(TopicDeleted(3))
         await a.wait_for(3)
         assert a.events[-1] == TopicDeleted(3)
         await a.broker.publish(TopicDeleted(4))
-        assert (await b.wait_for(3))[-1] == TopicDeleted(4)
+        assert (await b.wait_for(4))[-1] == TopicDeleted(4)
+        assert b.events == [TopicDeleted(n) for n in (1, 2, 3, 4)]
     finally:
         await a.broker.close()
         await b.broker.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from topichub.errors import InvalidRequest
 from topichub.models import MessageRecord, User
 from topichub.wire.events import format_timestamp, view_name
 
@@ -78,12 +80,26 @@ class MembershipOut(BaseModel):
     username: str
 
 
+# The same bounds as the WebSocket ``message`` action's ``id`` (wire.codec).
+ClientId = (
+    Annotated[str, Field(strict=True, min_length=1, max_length=64)]
+    | Annotated[int, Field(strict=True, ge=-(2**63), le=2**64 - 1)]
+    | None
+)
+
+
 class PublishIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     content: Any = Field(description="any JSON value")
-    id: str | int | None = Field(
+    id: ClientId = Field(
         default=None, description="client message id: a retry with the same id is not stored twice"
     )
+
+    def content_json(self) -> str:
+        try:
+            return orjson.dumps(self.content).decode()
+        except orjson.JSONEncodeError as exc:  # an integer over 64 bits, or nested too deep
+            raise InvalidRequest(f"content cannot be stored as JSON: {exc}") from exc
 
 
 class PublishOut(BaseModel):

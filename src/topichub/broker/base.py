@@ -41,7 +41,13 @@ class UserDeleted:
     username: str
 
 
-BrokerEvent = MessagePublished | MembershipChanged | TopicDeleted | UserDeleted
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Events were lost between nodes: every node should re-read the store. Brokers send
+    it among themselves; it never reaches a node's event handler."""
+
+
+BrokerEvent = MessagePublished | MembershipChanged | TopicDeleted | UserDeleted | Resync
 EventHandler = Callable[[BrokerEvent], None]
 # Called when events may have been missed (e.g. after a broker reconnect): re-read the store.
 ResyncHandler = Callable[[], None]
@@ -65,6 +71,10 @@ class Broker(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters for /metrics: ``connected`` (0/1), ``reconnects``, ``publish_errors``."""
+        return {"connected": 1, "reconnects": 0, "publish_errors": 0}
 
 
 def open_broker(url: str) -> Broker:

@@ -10,6 +10,7 @@ from topichub.broker.base import (
     BrokerEvent,
     MembershipChanged,
     MessagePublished,
+    Resync,
     TopicDeleted,
     UserDeleted,
 )
@@ -44,6 +45,8 @@ def encode_event(node_id: str, event: BrokerEvent) -> bytes:
             body = {"type": "topic_deleted", "topic_id": topic_id}
         case UserDeleted(username=username):
             body = {"type": "user_deleted", "username": username}
+        case Resync():
+            body = {"type": "resync"}
     body["node"] = node_id
     return orjson.dumps(body)
 
@@ -77,4 +80,6 @@ def decode_event(data: bytes | str) -> tuple[str, BrokerEvent]:
         return node, TopicDeleted(body["topic_id"])
     if kind == "user_deleted":
         return node, UserDeleted(body["username"])
+    if kind == "resync":
+        return node, Resync()
     raise ValueError(f"unknown broker event type {kind!r}")

@@ -4,7 +4,8 @@ Each node delivers its own events locally first, then publishes them tagged with
 id; every node drops its own echoes. Redis pub/sub keeps nothing: after a lost connection
 the broker reconnects with backoff and calls ``resync`` so the node re-reads from the store
 whatever it may have missed (the log makes this safe). A publish while Redis is down is
-not an error for the publisher: the message is already stored.
+not an error for the publisher (the message is already stored): the event is kept and sent
+on reconnect, so members on other nodes get it without waiting for their next message.
 
 URL: ``redis://host:port/db?channel=NAME`` (channel defaults to ``topichub``).
 """
@@ -15,18 +16,21 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from topichub.broker.base import Broker, BrokerEvent, EventHandler, ResyncHandler
+from topichub.broker.base import Broker, BrokerEvent, EventHandler, Resync, ResyncHandler
 from topichub.broker.codec import decode_event, encode_event
 from topichub.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 2.0
+PUBLISH_TIMEOUT = 1.0
+BACKLOG = 10_000  # events kept while Redis is away; past that, nodes re-read the store
 
 
 def split_channel(url: str) -> tuple[str, str]:
@@ -50,6 +54,8 @@ class RedisBroker(Broker):
         self._client: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._backlog: deque[BrokerEvent] = deque(maxlen=BACKLOG)
+        self._backlog_overflowed = False
 
     async def start(self, handler: EventHandler, resync: ResyncHandler | None = None) -> None:
         self._handler = handler
@@ -73,17 +79,12 @@ class RedisBroker(Broker):
                 self._subscribed.set()
                 backoff = 0.05
                 if not first:
-                    log.warning("redis broker reconnected; re-syncing from the store")
-                    if self._resync is not None:
-                        self._resync()
+                    await self._recover()
                 first = False
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    node, event = decode_event(message["data"])
-                    if node != self.node_id and self._handler is not None:
-                        self._handler(event)
+                    if message is not None:
+                        self._receive(message["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -91,25 +92,66 @@ class RedisBroker(Broker):
                     log.warning("redis broker lost its connection: %s", exc)
                 self.connected = False
                 self.reconnects += 1
-            except Exception:
-                log.exception("redis broker: bad event; skipping")
-                continue
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py stub gap
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
 
+    def _receive(self, data: bytes) -> None:
+        try:
+            node, event = decode_event(data)
+        except Exception:
+            log.exception("redis broker: skipping an event it cannot read")
+            return
+        if node == self.node_id or self._handler is None:
+            return  # our own echo: delivered locally already
+        if isinstance(event, Resync):
+            if self._resync is not None:
+                self._resync()
+            return
+        self._handler(event)
+
+    async def _recover(self) -> None:
+        """Back after an outage: send what could not be sent, then catch up ourselves."""
+        log.warning("redis broker reconnected; re-syncing from the store")
+        backlog, self._backlog = list(self._backlog), deque(maxlen=BACKLOG)
+        overflowed, self._backlog_overflowed = self._backlog_overflowed, False
+        assert self._client is not None
+        for event in backlog:
+            await self._client.publish(self.channel, encode_event(self.node_id, event))
+        if overflowed:
+            # Too much was missed to replay: every node re-reads the store instead.
+            await self._client.publish(self.channel, encode_event(self.node_id, Resync()))
+        if self._resync is not None:
+            self._resync()
+
     async def publish(self, event: BrokerEvent) -> None:
         if self._handler is None or self._client is None:
             raise Unavailable("the broker is not running")
         self._handler(event)
-        try:
-            await self._client.publish(self.channel, encode_event(self.node_id, event))
-        except (RedisError, OSError) as exc:
-            # Stored already; other nodes' members catch up when the broker re-syncs.
-            self.publish_errors += 1
-            log.warning("redis publish failed (%s); other nodes will re-sync", exc)
+        if self.connected:
+            try:
+                await asyncio.wait_for(
+                    self._client.publish(self.channel, encode_event(self.node_id, event)),
+                    PUBLISH_TIMEOUT,
+                )
+                return
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("redis publish failed (%s); kept for the reconnect", exc)
+        # Stored already: keep it for the other nodes until Redis is back, never block
+        # the publisher on an outage.
+        self.publish_errors += 1
+        if len(self._backlog) == BACKLOG:
+            self._backlog_overflowed = True
+        self._backlog.append(event)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "connected": int(self.connected),
+            "reconnects": self.reconnects,
+            "publish_errors": self.publish_errors,
+        }
 
     async def ping(self) -> None:
         if self._client is None or not self.connected:

@@ -8,6 +8,7 @@ back), so one slow client never slows the others (DESIGN.md, "Slow consumers").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -43,37 +44,55 @@ class Connection:
 
     # -- writing --------------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
-        """Write one text frame now, or close the connection as a slow consumer."""
+    def send(self, data: bytes) -> bool:
+        """Write one text frame now, or close the connection as a slow consumer.
+
+        Returns False when nothing was written: the connection is closing (its close frame
+        is sent or received, or it was found too slow) or it just went over its buffer.
+        """
         if not self.open or self.ws.protocol.state is not State.OPEN:
-            return
+            return False
         transport = self.ws.transport
         if transport.get_write_buffer_size() > self.buffer_limit:
             self.close_slow()
-            return
+            return False
         self.ws.protocol.send_text(data)
         self.ws.send_data()
+        return True
 
-    async def send_replay(self, data: bytes) -> None:
-        """Write a pending message, waiting for the socket rather than overflowing it."""
+    async def send_replay(self, topic_id: int, seq: int, data: bytes) -> bool:
+        """Write a pending message, waiting for the socket rather than overflowing it.
+
+        Returns False (and writes nothing) once the connection is closing."""
         if not self.open or self.ws.protocol.state is not State.OPEN:
-            return
+            return False
         self.ws.protocol.send_text(data)
         self.ws.send_data()
+        self._written(topic_id, seq)
         if self.ws.transport.get_write_buffer_size() > self.buffer_limit // 2:
-            await self.ws.drain()
+            with contextlib.suppress(OSError):  # lost meanwhile: the next write sees it
+                await self.ws.drain()
+        return True
+
+    def _written(self, topic_id: int, seq: int) -> None:
+        self.sent_seq[topic_id] = seq
+        if not self.manual_ack:
+            self._cursor_updates[topic_id] = seq
 
     def deliver(self, topic_id: int, seq: int, data: bytes) -> bool:
-        """A live message event; returns True if it was written."""
+        """A live message event; returns True if it was written.
+
+        Only a frame actually written moves the cursor: a message that reaches a closing
+        connection (or the one that finds it too slow) stays pending for the next one.
+        """
         if self._held is not None:
             self._held.append((topic_id, seq, data))
             return False
         if seq <= self.sent_seq.get(topic_id, 0):
             return False
-        self.sent_seq[topic_id] = seq
-        if not self.manual_ack:
-            self._cursor_updates[topic_id] = seq
-        self.send(data)
+        if not self.send(data):
+            return False
+        self._written(topic_id, seq)
         return True
 
     def finish_replay(self, replayed_upto: dict[int, int]) -> int:

@@ -26,6 +26,10 @@ class CursorFlusher:
         self.metrics = metrics
         self.interval = interval_ms / 1000
         self._task: asyncio.Task[None] | None = None
+        # One flush at a time: a flush that finds nothing left to take (the periodic one
+        # took it) must still wait until that write is committed, or a new connection
+        # could read its pending range from a stale cursor and replay what was delivered.
+        self._lock = asyncio.Lock()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cursor-flusher")
@@ -46,17 +50,18 @@ class CursorFlusher:
                 log.exception("cursor flush failed; will retry")
 
     async def flush(self, conns: list[Connection]) -> None:
-        batches = [(conn, conn.take_cursor_updates()) for conn in conns]
-        updates: list[CursorUpdate] = [u for _, batch in batches for u in batch]
-        if not updates:
-            return
-        try:
-            await self.store.advance_cursors(updates)
-        except Exception:
-            self.metrics.store_errors.inc()
-            for conn, batch in batches:
-                conn.restore_cursor_updates(batch)
-            raise
+        async with self._lock:
+            batches = [(conn, conn.take_cursor_updates()) for conn in conns]
+            updates: list[CursorUpdate] = [u for _, batch in batches for u in batch]
+            if not updates:
+                return
+            try:
+                await self.store.advance_cursors(updates)
+            except Exception:
+                self.metrics.store_errors.inc()
+                for conn, batch in batches:
+                    conn.restore_cursor_updates(batch)
+                raise
 
     async def flush_user(self, username: str, *, exclude: Connection) -> None:
         """Save every cursor of the user's other connections on this node, including

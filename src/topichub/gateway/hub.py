@@ -23,6 +23,7 @@ from topichub.broker.base import (
     BrokerEvent,
     MembershipChanged,
     MessagePublished,
+    Resync,
     TopicDeleted,
     UserDeleted,
 )
@@ -128,6 +129,8 @@ class Hub:
             case TopicDeleted(topic_id=topic_id):
                 for conn in list(self.by_topic.get(topic_id, ())):
                     self._unroute(conn, topic_id)
+            case Resync():
+                self.resync()
             case UserDeleted(username=username):
                 for conn in list(self.by_user.get(username, ())):
                     conn.open = False

@@ -208,8 +208,12 @@ class Gateway:
                     limit=REPLAY_PAGE,
                 )
                 for record in records:
-                    await conn.send_replay(message_event(record, user.username, pending=True))
-                replayed += len(records)
+                    event = message_event(record, user.username, pending=True)
+                    if not await conn.send_replay(pending.topic.id, record.seq, event):
+                        # Closing mid-replay: the cursor covers only what was written.
+                        self.metrics.replayed.inc(replayed)
+                        return
+                    replayed += 1
                 if len(records) < REPLAY_PAGE:
                     break
                 after = records[-1].seq

@@ -36,13 +36,19 @@ class UserService:
         return user
 
     def issue_token(self, user: User, ttl_seconds: int | None = None) -> str:
-        return self.signer.issue(user.username, user.id, ttl_seconds)
+        return self.signer.issue(
+            user.username, user.id, ttl_seconds, user_created_ms=user.created_at_ms
+        )
 
     async def principal(self, token: str) -> User:
         """The user a token speaks for; Unauthorized if it is bad or the user is gone."""
         claims = self.signer.verify(token)
         user = await self.store.get_user(claims.username)
-        if user is None or (claims.user_id and claims.user_id != user.id):
+        if (
+            user is None
+            or (claims.user_id and claims.user_id != user.id)
+            or (claims.user_created_ms and claims.user_created_ms != user.created_at_ms)
+        ):
             raise Unauthorized("the token's user no longer exists")
         return user
 

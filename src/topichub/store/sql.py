@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from topichub.errors import AlreadyExists, NotFound, Unavailable
@@ -142,12 +142,23 @@ class SqlStore(Store):
         self._writer_task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with _unavailable_on_failure(), self._reader_engine.connect() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: committed on exit, rolled back on error."""
+        async with _unavailable_on_failure(), self._writer_engine.begin() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
     async def _sqlite_file_lock(self) -> AsyncIterator[None]:
         path = self.url.split(":///", 1)[-1] if self.dialect == "sqlite" else ""
         if not path or path == ":memory:":
             yield
             return
-        with open(path + ".migrate-lock", "a") as lock:
+        with open(path + ".migrate-lock", "a") as lock:  # noqa: ASYNC230 (once, at start)
             await asyncio.to_thread(fcntl.flock, lock.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -167,7 +178,7 @@ class SqlStore(Store):
     async def start(self) -> None:
         # Nodes starting at once against one empty database must not both migrate it:
         # PostgreSQL serialises them with an advisory lock, SQLite with a lock file.
-        async with self._sqlite_file_lock(), self._writer_engine.begin() as conn:
+        async with self._sqlite_file_lock(), self._write() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
             await conn.run_sync(_upgrade_to_head)
@@ -186,7 +197,7 @@ class SqlStore(Store):
 
     async def ping(self) -> None:
         try:
-            async with self._reader_engine.connect() as conn:
+            async with self._read() as conn:
                 await conn.execute(sa.text("SELECT 1"))
         except Exception as exc:
             raise Unavailable("the database cannot be reached") from exc
@@ -196,7 +207,7 @@ class SqlStore(Store):
     async def create_user(self, username: str, password_hash: str, is_admin: bool) -> User:
         created = now_ms()
         try:
-            async with self._writer_engine.begin() as conn:
+            async with self._write() as conn:
                 await conn.execute(sa.insert(names).values(name=username, kind="user"))
                 result = await conn.execute(
                     sa.insert(users)
@@ -214,22 +225,22 @@ class SqlStore(Store):
         return User(user_id, username, password_hash, is_admin, created)
 
     async def get_user(self, username: str) -> User | None:
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
         return _user(row) if row else None
 
     async def get_user_by_id(self, user_id: int) -> User | None:
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
         return _user(row) if row else None
 
     async def list_users(self) -> list[User]:
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(sa.select(users).order_by(users.c.username))).all()
         return [_user(row) for row in rows]
 
     async def delete_user(self, user_id: int) -> None:
-        async with self._writer_engine.begin() as conn:
+        async with self._write() as conn:
             username = (
                 await conn.execute(sa.select(users.c.username).where(users.c.id == user_id))
             ).scalar_one_or_none()
@@ -258,7 +269,7 @@ class SqlStore(Store):
     async def create_topic(self, name: str, kind: TopicKind, owner_id: int) -> Topic:
         created = now_ms()
         try:
-            async with self._writer_engine.begin() as conn:
+            async with self._write() as conn:
                 await conn.execute(sa.insert(names).values(name=name, kind="topic"))
                 topic_id = (
                     await conn.execute(
@@ -290,7 +301,7 @@ class SqlStore(Store):
         return Topic(topic_id, name, kind, owner, 0, created)
 
     async def get_topic(self, name: str) -> Topic | None:
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(_select_topics().where(topics.c.name == name))).first()
         return _topic(row) if row else None
 
@@ -300,7 +311,7 @@ class SqlStore(Store):
         if topic is not None:
             return topic
         try:
-            async with self._writer_engine.begin() as conn:
+            async with self._write() as conn:
                 topic_id = (
                     await conn.execute(
                         sa.insert(topics)
@@ -332,7 +343,7 @@ class SqlStore(Store):
         return topic
 
     async def delete_topic(self, topic_id: int) -> None:
-        async with self._writer_engine.begin() as conn:
+        async with self._write() as conn:
             name = (
                 await conn.execute(sa.select(topics.c.name).where(topics.c.id == topic_id))
             ).scalar_one_or_none()
@@ -369,7 +380,7 @@ class SqlStore(Store):
             )
             .order_by(topics.c.name)
         )
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [
             TopicSummary(
@@ -384,7 +395,7 @@ class SqlStore(Store):
 
     async def add_member(self, topic_id: int, user_id: int, role: Role) -> bool:
         try:
-            async with self._writer_engine.begin() as conn:
+            async with self._write() as conn:
                 last_seq = (
                     await conn.execute(sa.select(topics.c.last_seq).where(topics.c.id == topic_id))
                 ).scalar_one_or_none()
@@ -404,7 +415,7 @@ class SqlStore(Store):
         return True
 
     async def remove_member(self, topic_id: int, user_id: int) -> bool:
-        async with self._writer_engine.begin() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 sa.delete(members).where(
                     members.c.topic_id == topic_id, members.c.user_id == user_id
@@ -413,7 +424,7 @@ class SqlStore(Store):
         return bool(result.rowcount)
 
     async def get_membership(self, topic_id: int, user_id: int) -> Membership | None:
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             row = (
                 await conn.execute(
                     sa.select(members).where(
@@ -434,7 +445,7 @@ class SqlStore(Store):
             .where(members.c.topic_id == topic_id)
             .order_by(users.c.username)
         )
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [(row.username, Role(row.role)) for row in rows]
 
@@ -442,7 +453,7 @@ class SqlStore(Store):
         query = _select_topics().where(
             topics.c.id.in_(sa.select(members.c.topic_id).where(members.c.user_id == user_id))
         )
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [_topic(row) for row in rows]
 
@@ -479,7 +490,7 @@ class SqlStore(Store):
 
     async def _commit_batch(self, batch: list[tuple[AppendRequest, asyncio.Future[Any]]]) -> None:
         results: list[tuple[MessageRecord, bool]] = []
-        async with self._writer_engine.begin() as conn:
+        async with self._write() as conn:
             for request, _ in batch:
                 results.append(await self._append_one(conn, request))
         # Resolved in seq order once committed: the publishers resume in that order.
@@ -547,7 +558,7 @@ class SqlStore(Store):
             query = query.where(messages.c.seq > since)
         oldest_first = since is not None and before is None
         order = messages.c.seq.asc() if oldest_first else messages.c.seq.desc()
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             rows = list((await conn.execute(query.order_by(order).limit(limit))).all())
         if not oldest_first:
             rows.reverse()
@@ -580,7 +591,7 @@ class SqlStore(Store):
             .where(members.c.user_id == user_id, topics.c.last_seq > members.c.delivered_seq)
             .order_by(topics.c.id)
         )
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         ranges = []
         for row in rows:
@@ -606,13 +617,13 @@ class SqlStore(Store):
         )
         if exclude_sender_id is not None:
             query = query.where(messages.c.sender_id != exclude_sender_id)
-        async with self._reader_engine.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(query.order_by(messages.c.seq).limit(limit))).all()
         return [_record(topic, row) for row in rows]
 
     async def trim(self, *, keep_last: int, older_than_ms: int | None) -> int:
         removed = 0
-        async with self._writer_engine.begin() as conn:
+        async with self._write() as conn:
             if keep_last > 0:
                 await conn.execute(
                     sa.update(topics)
@@ -657,8 +668,21 @@ class SqlStore(Store):
             .values(delivered_seq=sa.bindparam("new_seq"))
         )
         params = [{"t_id": u.topic_id, "u_id": u.user_id, "new_seq": u.seq} for u in updates]
-        async with self._writer_engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(statement, params)
+
+
+@contextlib.asynccontextmanager
+async def _unavailable_on_failure() -> AsyncIterator[None]:
+    """A database that cannot be reached is ``Unavailable`` (503) to clients, never a 500
+    with a driver's traceback; constraint violations pass through for the caller."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except (DBAPIError, OSError, ConnectionError, TimeoutError) as exc:
+        log.warning("database error: %s", exc.__class__.__name__)
+        raise Unavailable("the database is unavailable; try again") from exc
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

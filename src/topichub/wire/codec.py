@@ -35,6 +35,7 @@ MAX_CLIENT_ID_CHARS = 64
 MAX_NAME_CHARS = 64
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 100
+MAX_SEQ = 2**63 - 1  # the store's BIGINT
 
 _MISSING = object()
 
@@ -58,6 +59,8 @@ def _optional_int(frame: dict[str, Any], key: str, *, minimum: int = 0) -> int |
         raise InvalidRequest(f"'{key}' must be an integer")
     if value < minimum:
         raise InvalidRequest(f"'{key}' must be at least {minimum}")
+    if value > MAX_SEQ:
+        raise InvalidRequest(f"'{key}' must be at most {MAX_SEQ}")
     return value
 
 
@@ -113,7 +116,10 @@ def _publish(a: str, r: Ref, f: dict[str, Any]) -> Action:
     topic_name = _string(f, "topic_name")
     if "content" not in f:
         raise InvalidRequest("'content' is required")
-    content = orjson.dumps(f["content"]).decode()
+    try:
+        content = orjson.dumps(f["content"]).decode()
+    except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes
+        raise InvalidRequest(f"'content' cannot be stored: {exc}") from exc
     return Publish(a, r, topic_name, content, _client_id(f))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, status
 
 from topichub.api.deps import Context, CurrentUser
@@ -26,9 +25,7 @@ async def direct_message(
 ) -> PublishOut:
     """Send a direct message to a user."""
     await ctx.services.users.get(username)  # a topic of that name is not a user
-    published = await ctx.services.messages.publish(
-        actor, username, orjson.dumps(body.content).decode(), body.id
-    )
+    published = await ctx.services.messages.publish(actor, username, body.content_json(), body.id)
     return PublishOut(
         topic_name=username,
         seq=published.record.seq,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, status
 
 from topichub.api.deps import Context, CurrentUser
@@ -21,6 +20,7 @@ from topichub.api.schemas import (
     TopicOut,
     TopicSummaryOut,
 )
+from topichub.wire.codec import MAX_SEQ
 from topichub.wire.events import format_timestamp
 
 router = APIRouter(prefix="/api/v1/topics", tags=["topics"])
@@ -93,9 +93,7 @@ async def remove_member(topic_name: str, username: str, ctx: Context, actor: Cur
 )
 async def publish(topic_name: str, body: PublishIn, ctx: Context, actor: CurrentUser) -> PublishOut:
     """Publish as the caller: live to connected members, pending for the others."""
-    published = await ctx.services.messages.publish(
-        actor, topic_name, orjson.dumps(body.content).decode(), body.id
-    )
+    published = await ctx.services.messages.publish(actor, topic_name, body.content_json(), body.id)
     return PublishOut(
         topic_name=topic_name,
         seq=published.record.seq,
@@ -109,8 +107,8 @@ async def history(
     topic_name: str,
     ctx: Context,
     actor: CurrentUser,
-    before: Annotated[int | None, Query(ge=0)] = None,
-    since: Annotated[int | None, Query(ge=0)] = None,
+    before: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     limit: Annotated[int, Query(ge=1)] = 50,
 ) -> MessagesOut:
     """History, oldest first: with ``since`` alone the oldest ``limit`` after it, otherwise

@@ -1,0 +1,180 @@
+"""Losing a node, and losing Redis, loses no acknowledged message."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.backends import redis_channel_url
+from tests.cluster.conftest import Cluster
+from tests.conftest import Account
+from tests.proxy import ThreadedTcpProxy
+from topichub.testing import WsClient
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class Member:
+    """A member that records every message it gets, reconnecting to a surviving node
+    whenever its connection drops."""
+
+    def __init__(self, cluster: Cluster, account: Account, node: int) -> None:
+        self.cluster = cluster
+        self.account = account
+        self.node = node
+        self.received: list[int] = []  # every seq, live or pending, across connections
+        self.reordered = 0
+        self.connections = 0
+        self.client: WsClient | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.client = await self.cluster.connect(self.account, self.node)
+            except OSError:
+                self.node = (self.node + 1) % len(self.cluster.nodes)
+                await asyncio.sleep(0.05)
+                continue
+            self.connections += 1
+            last = 0
+            try:
+                while not stop.is_set():
+                    frame = await self.client.recv(seconds=60)
+                    if frame.get("event") == "message":
+                        seq = frame["seq"]
+                        if seq <= last:
+                            self.reordered += 1
+                        last = seq
+                        self.received.append(seq)
+            except (ConnectionClosed, OSError, TimeoutError):
+                # The node died under us: go to the next one.
+                self.node = (self.node + 1) % len(self.cluster.nodes)
+
+
+async def test_sigkill_of_a_node_loses_no_acknowledged_message(cluster: Cluster) -> None:
+    publisher = cluster.account(0)
+    pub = await cluster.connect(publisher, 0)
+    await pub.request("create", topic_name="stream")
+    members = [Member(cluster, cluster.account(i), i) for i in range(3)]
+    for member in members:  # subscribe over WebSocket on each member's own node
+        client = await cluster.connect(member.account, member.node)
+        assert (await client.request("subscribe", topic_name="stream"))["result"] == "ok"
+        await client.close()
+
+    acked: list[int] = []
+    stop = asyncio.Event()
+    want: set[int] = set()
+    tasks = [asyncio.create_task(m.run(stop)) for m in members]
+    await asyncio.sleep(0.5)
+    total, kill_at = 400, 130
+    for n in range(total):
+        reply = await pub.request("message", topic_name="stream", content=n, seconds=30)
+        assert reply["result"] == "ok", reply
+        acked.append(reply["seq"])
+        if n == kill_at:
+            cluster.nodes[1].kill()  # SIGKILL, mid-stream
+    want.update(acked)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(want.issubset(m.received) for m in members):
+        await asyncio.sleep(0.1)
+    stop.set()
+    for member in members:
+        if member.client is not None:
+            await member.client.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await pub.close()
+
+    for i, member in enumerate(members):
+        counts = Counter(member.received)
+        lost = len(want - set(counts))
+        duplicated = sum(c - 1 for c in counts.values() if c > 1)
+        print(
+            f"member on node {i}: acked={len(acked)} delivered={len(member.received)} "
+            f"lost={lost} duplicated={duplicated} reordered={member.reordered} "
+            f"connections={member.connections}"
+        )
+        assert lost == 0
+        assert member.reordered == 0
+        if i != 1:
+            assert duplicated == 0  # only the killed node's members may see a replay
+    assert members[1].connections >= 2  # it really failed over
+
+
+async def test_redis_outage_nodes_recover_without_restart(tmp_path: Path) -> None:
+    base = redis_channel_url()
+    target = urlsplit(base)
+    proxy = ThreadedTcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxied = base.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    cluster = Cluster(tmp_path, 2, broker_url=proxied).start()
+    pids = [node.process.pid for node in cluster.nodes]  # type: ignore[union-attr]
+    try:
+        alice, bob = cluster.account(0), cluster.account(1)
+        a = await cluster.connect(alice, 0)
+        b = await cluster.connect(bob, 1)
+        await a.request("create", topic_name="news")
+        assert (await b.request("subscribe", topic_name="news"))["result"] == "ok"
+
+        async def publish(count: int) -> list[int]:
+            return [
+                (await a.request("message", topic_name="news", content=n))["seq"]
+                for n in range(count)
+            ]
+
+        async def bob_gets(seqs: list[int]) -> None:
+            for seq in seqs:
+                event = await b.next_event(seconds=30)
+                assert (event["event"], event["seq"], event["pending"]) == ("message", seq, False)
+
+        async def readiness(node: int) -> tuple[int, dict]:
+            async with httpx.AsyncClient(base_url=cluster.nodes[node].api_url) as http:
+                r = await http.get("/readyz")
+                return r.status_code, r.json()
+
+        await bob_gets(await publish(5))
+
+        proxy.cut()
+        for node in (0, 1):  # /readyz reports the outage while it lasts
+            for _ in range(100):
+                status, body = await readiness(node)
+                if status == 503:
+                    break
+                await asyncio.sleep(0.1)
+            assert status == 503 and body["checks"]["broker"].startswith("unavailable"), body
+            assert body["checks"]["store"] == "ok"
+
+        during = await publish(20)  # acknowledged: they are in the store
+        assert during == list(range(6, 26))
+        proxy.restore()
+        await bob_gets(during)  # caught up live, in order, without a reconnect
+        for node in (0, 1):
+            for _ in range(100):
+                status, body = await readiness(node)
+                if status == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert status == 200, body
+        await bob_gets(await publish(5))
+        assert not b.inbox
+
+        async with httpx.AsyncClient(base_url=cluster.nodes[1].api_url) as http:
+            metrics = (await http.get("/metrics")).text
+        reconnects = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("topichub_broker_reconnects_total")
+        )
+        assert reconnects >= 1
+        assert [node.process.pid for node in cluster.nodes] == pids  # type: ignore[union-attr]
+        assert all(node.process.poll() is None for node in cluster.nodes)  # type: ignore[union-attr]
+        await a.close()
+        await b.close()
+    finally:
+        cluster.stop()
+        proxy.close()
