@@ -120,7 +120,7 @@ async def _token(settings: Settings, username: str, ttl: str | None) -> int:
         signer = TokenSigner(
             load_or_create_secret(settings.data_dir, settings.secret), settings.token_ttl
         )
-        ttl_seconds = parse_ttl(ttl) if ttl else None
+        ttl_seconds = parse_ttl(ttl) if ttl is not None else None  # --ttl '' is an error
         print(signer.issue(user.username, user.id, ttl_seconds, user_created_ms=user.created_at_ms))
         return 0
     finally:

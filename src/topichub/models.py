@@ -95,3 +95,38 @@ class PendingRange:
     count: int
     lost: int = 0
     trimmed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One running node's heartbeat row (admin view; docs/protocol.md, admin stats)."""
+
+    node_id: str
+    ws_address: str
+    api_address: str
+    version: str
+    started_at_ms: int
+    seen_at_ms: int
+    connections: int
+    users: int  # distinct users with an open connection on the node
+
+
+@dataclass(frozen=True, slots=True)
+class TopicActivity:
+    """A public or private topic as the admin view shows it."""
+
+    name: str
+    is_private: bool
+    owner: str | None
+    members: int
+    last_seq: int
+    recent: int  # messages stored since the window given to ``Store.topic_activity``
+
+
+@dataclass(frozen=True, slots=True)
+class UserBacklog:
+    """How many messages wait for a user (pending: past their cursors, not their own)."""
+
+    username: str
+    messages: int
+    topics: int

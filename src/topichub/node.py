@@ -10,19 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Iterator
 
 import uvicorn
 
+from topichub import __version__
 from topichub.api.app import create_app
 from topichub.api.deps import ApiContext
 from topichub.auth import TokenSigner, load_or_create_secret
-from topichub.broker.base import Broker, open_broker
+from topichub.broker.base import Broker, BrokerEvent, open_broker
 from topichub.config import Settings
 from topichub.gateway.hub import Hub
 from topichub.gateway.server import Gateway
+from topichub.models import NodeInfo
 from topichub.observability import Metrics
 from topichub.services import Services
+from topichub.services.admin import HEARTBEAT_SECONDS, NODE_FORGET_SECONDS
 from topichub.store.base import Store, open_store
 from topichub.store.sql import now_ms
 
@@ -47,15 +52,26 @@ class Node:
         self.broker: Broker = open_broker(settings.broker_url)
         self.hub = Hub(self.metrics, self.store)
         self.metrics.watch_broker(self.broker.stats)
-        self.services = Services.build(settings, self.store, self.broker, self.signer)
+        # Names this process in the nodes table (the admin view): host and process id.
+        self.node_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.started_ms = now_ms()
+        self.services = Services.build(
+            settings,
+            self.store,
+            self.broker,
+            self.signer,
+            metrics=self.metrics,
+            node_id=self.node_id,
+        )
         self.gateway = Gateway(settings, self.services, self.store, self.hub, self.metrics)
         self._api: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.start()
-        await self.broker.start(self.hub.handle, self.hub.resync)
+        await self.broker.start(self._on_event, self._on_resync)
         await self.gateway.start()
         app = create_app(
             ApiContext(
@@ -64,6 +80,7 @@ class Node:
                 token_ttl=self.settings.token_ttl,
                 is_live=lambda: self.gateway.accepting,
                 readiness=self.readiness,
+                ws_port=self.ws_port,
             )
         )
         config = uvicorn.Config(
@@ -83,6 +100,8 @@ class Node:
                 self._api_task.result()  # raises the startup error (e.g. port in use)
                 raise RuntimeError("the REST API stopped during startup")
             await asyncio.sleep(0.01)
+        await self._beat()
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
 
     @property
     def api_port(self) -> int:
@@ -108,6 +127,44 @@ class Node:
                 log.exception("retention failed; will retry")
             await asyncio.sleep(interval)
 
+    async def _beat(self) -> None:
+        """Write this node's row of the nodes table (admin view); failures only log."""
+        conns = [conn for conn in self.hub.connections() if conn.open]
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        node = NodeInfo(
+            node_id=self.node_id,
+            ws_address=f"{host}:{self.ws_port}",
+            api_address=f"{host}:{self.api_port}",
+            version=__version__,
+            started_at_ms=self.started_ms,
+            seen_at_ms=now_ms(),
+            connections=len(conns),
+            users=len({conn.username for conn in conns}),
+        )
+        try:
+            await self.store.heartbeat(
+                node, forget_before_ms=node.seen_at_ms - int(NODE_FORGET_SECONDS * 1000)
+            )
+        except Exception:
+            self.metrics.store_errors.inc()
+            log.warning("could not write the node heartbeat; will retry", exc_info=True)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await self._beat()
+
+    def _on_event(self, event: BrokerEvent) -> None:
+        """Every event of every node: first what the services remember, then delivery."""
+        self.services.topics.lookups.apply(event)
+        self.hub.handle(event)
+
+    def _on_resync(self) -> None:
+        self.services.topics.lookups.clear()
+        self.hub.resync()
+
     async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
         for name, probe in (("store", self.store.ping), ("broker", self.broker.ping)):
@@ -121,6 +178,14 @@ class Node:
     async def stop(self) -> None:
         if self._retention is not None:
             self._retention.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            try:
+                await self.store.remove_node(self.node_id)
+            except Exception:
+                log.warning("could not remove this node from the nodes table", exc_info=True)
         await self.gateway.stop()
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True

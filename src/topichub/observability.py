@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+RECENT_ERRORS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorNote:
+    """One error a client was answered with (or a refused handshake), for the admin view."""
+
+    at_ms: int
+    code: str
+    message: str
+    source: str  # "ws <action>", "rest <METHOD> <path>", "ws handshake"
+
 
 class Metrics:
     def __init__(self) -> None:
+        # The newest errors of this node, newest last (GET /api/v1/admin/stats).
+        self.recent_errors: deque[ErrorNote] = deque(maxlen=RECENT_ERRORS)
         self.registry = CollectorRegistry()
         self.connections = Gauge(
             "topichub_connections", "Open WebSocket connections", registry=self.registry
@@ -58,6 +75,29 @@ class Metrics:
 
     def watch_broker(self, stats: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_BrokerCollector(stats))
+
+    def error(self, code: str, message: str, source: str, *, count: bool = True) -> None:
+        """Note an error answered to a client: counted in ``topichub_errors`` (unless
+        ``count`` is False: refused handshakes have a counter of their own) and kept among
+        the recent errors."""
+        if count:
+            self.errors.labels(code).inc()
+        self.recent_errors.append(ErrorNote(time.time_ns() // 1_000_000, code, message, source))
+
+    def snapshot(self) -> tuple[dict[str, float], dict[str, float]]:
+        """What ``/metrics`` shows now: every sample by name (without the ``topichub_``
+        prefix), and ``topichub_errors`` by code."""
+        values: dict[str, float] = {}
+        errors: dict[str, float] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                if family.name == "topichub_errors":
+                    errors[sample.labels.get("code", "")] = sample.value
+                else:
+                    values[sample.name.removeprefix("topichub_")] = sample.value
+        return values, errors
 
 
 class _BrokerCollector(Collector):

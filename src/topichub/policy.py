@@ -46,3 +46,8 @@ def may_remove_member(actor: User, actor_membership: Membership | None, target: 
 
 def may_delete_user(actor: User, target: User) -> bool:
     return actor.id == target.id or actor.is_admin
+
+
+def may_administer(user: User) -> bool:
+    """The admin view (server-wide statistics) is for admins only."""
+    return user.is_admin

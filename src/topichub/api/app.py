@@ -3,23 +3,57 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Scope
 from swagger_ui_bundle import swagger_ui_path
 
 from topichub import __version__
 from topichub.api.deps import ApiContext
-from topichub.api.routes import health, messages, topics, users
+from topichub.api.routes import admin, health, info, messages, topics, users
 from topichub.errors import TopicHubError
 
 log = logging.getLogger(__name__)
+
+# The web console: plain HTML, CSS and JavaScript modules shipped in the package.
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# The console loads nothing but its own files and talks only to this server's REST API and
+# its WebSocket gateway (on another port, hence ws: and wss:). No inline script may run.
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' ws: wss:; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+class _ConsoleFiles(StaticFiles):
+    """The console's files, revalidated on every load so an upgrade is never half-cached."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers.update(CONSOLE_HEADERS)
+        return response
+
 
 HTTP_CODES = {
     400: "invalid_request",
@@ -44,9 +78,17 @@ def create_app(context: ApiContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.context = context
-    for router in (users.router, topics.router, messages.router, health.router):
+    for router in (
+        users.router,
+        topics.router,
+        messages.router,
+        admin.router,
+        info.router,
+        health.router,
+    ):
         app.include_router(router)
     app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
+    app.mount("/console", _ConsoleFiles(directory=str(WEB_DIR)), name="console")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -62,12 +104,16 @@ def create_app(context: ApiContext) -> FastAPI:
         )
 
     @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    async def console() -> HTMLResponse:
+        """The web console (docs/protocol.md, "Web console")."""
+        page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+        return HTMLResponse(page, headers=CONSOLE_HEADERS)
 
     @app.exception_handler(TopicHubError)
-    async def topichub_error(_: Request, error: TopicHubError) -> JSONResponse:
-        context.metrics.errors.labels(error.code).inc()
+    async def topichub_error(request: Request, error: TopicHubError) -> JSONResponse:
+        context.metrics.error(
+            error.code, error.message, f"rest {request.method} {request.url.path}"
+        )
         return JSONResponse(
             {"error": error.code, "message": error.message}, status_code=error.http_status
         )

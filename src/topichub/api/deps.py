@@ -22,6 +22,7 @@ class ApiContext:
     token_ttl: int
     is_live: Callable[[], bool]
     readiness: Callable[[], Awaitable[dict[str, str]]]
+    ws_port: int = 0  # the WebSocket gateway's port, for GET /api/v1/info
 
 
 def context(request: Request) -> ApiContext:

@@ -114,8 +114,21 @@ class Connection:
         if self.on_slow is not None:
             self.on_slow()
         asyncio.get_running_loop().create_task(
-            self.ws.close(CloseCode.TRY_AGAIN_LATER, "too slow to keep up: reconnect")
+            self.close(CloseCode.TRY_AGAIN_LATER, "too slow to keep up: reconnect")
         )
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close with ``code``, within the close timeout even if the client stopped reading.
+
+        ``websockets`` first waits, without a limit, for the send buffer to drain, and only
+        then starts its close timeout: a client that stopped reading would hold the close
+        (and a graceful shutdown) until the keepalive gives up, 20-40 s later.
+        """
+        limit = self.ws.close_timeout or 10.0
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), limit)
+        except TimeoutError:
+            self.ws.transport.abort()
 
     # -- cursors --------------------------------------------------------------------------
 

@@ -48,20 +48,20 @@ class Dispatcher:
         if isinstance(action, BadFrame):
             error = action.error
             assert isinstance(error, TopicHubError)
-            self.metrics.errors.labels(error.code).inc()
+            self.metrics.error(error.code, error.message, f"ws {action.action or 'frame'}")
             fields = {"topic_name": action.topic_name} if action.topic_name is not None else {}
             conn.send(error_reply(action.action, action.ref, error, **fields))
             return
         try:
             reply = await self.dispatch(conn, action)
         except TopicHubError as error:
-            self.metrics.errors.labels(error.code).inc()
+            self.metrics.error(error.code, error.message, f"ws {action.action}")
             fields = {"topic_name": action.topic_name} if hasattr(action, "topic_name") else {}
             conn.send(error_reply(action.action, action.ref, error, **fields))
             return
         except Exception:
             log.exception("action %s failed", action.action)
-            self.metrics.errors.labels("internal_error").inc()
+            self.metrics.error("internal_error", "internal error", f"ws {action.action}")
             conn.send(error_reply(action.action, action.ref, TopicHubError()))
             return
         if reply is not None:

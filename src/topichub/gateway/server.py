@@ -108,7 +108,7 @@ class Gateway:
             self.hub.stop_routing(conn)
         await self.cursors.stop()
         await asyncio.gather(
-            *(conn.ws.close(CloseCode.SERVICE_RESTART, "server restarting") for conn in conns),
+            *(conn.close(CloseCode.SERVICE_RESTART, "server restarting") for conn in conns),
             return_exceptions=True,
         )
         await self._server.wait_closed()
@@ -125,6 +125,7 @@ class Gateway:
             user = await self.services.users.principal(token)
         except Unauthorized as error:
             self.metrics.handshake_refused.inc()
+            self.metrics.error(error.code, error.message, "ws handshake", count=False)
             body = orjson.dumps({"error": error.code, "message": error.message})
             return Response(
                 HTTPStatus.UNAUTHORIZED.value,
@@ -171,7 +172,7 @@ class Gateway:
         self.hub.stop_routing(conn)
         # Cursors are saved before the close completes (PROTOCOL.md, "Pending messages").
         await self.cursors.flush_final(conn)
-        await ws.close(CloseCode.NORMAL)
+        await conn.close(CloseCode.NORMAL)
 
     async def _open(self, conn: Connection) -> None:
         """Register for live events (held), replay what is pending, then go live.

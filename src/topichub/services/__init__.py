@@ -11,6 +11,8 @@ from topichub.auth import TokenSigner
 from topichub.broker.base import Broker
 from topichub.config import Settings
 from topichub.limits import RateLimiter
+from topichub.observability import Metrics
+from topichub.services.admin import AdminService
 from topichub.services.messages import MessageService
 from topichub.services.topics import TopicService
 from topichub.services.users import UserService
@@ -22,16 +24,25 @@ class Services:
     users: UserService
     topics: TopicService
     messages: MessageService
+    admin: AdminService
 
     @classmethod
     def build(
-        cls, settings: Settings, store: Store, broker: Broker, signer: TokenSigner
+        cls,
+        settings: Settings,
+        store: Store,
+        broker: Broker,
+        signer: TokenSigner,
+        *,
+        metrics: Metrics | None = None,
+        node_id: str = "local",
     ) -> Services:
         users = UserService(store, broker, signer)
         topics = TopicService(store, broker)
         limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         messages = MessageService(store, broker, topics, limiter, settings.max_message_bytes)
-        return cls(users, topics, messages)
+        admin = AdminService(store, metrics or Metrics(), node_id)
+        return cls(users, topics, messages, admin)
 
 
-__all__ = ["MessageService", "Services", "TopicService", "UserService"]
+__all__ = ["AdminService", "MessageService", "Services", "TopicService", "UserService"]

@@ -54,8 +54,11 @@ class MessageService:
         check_content_size(content_json, self.max_message_bytes)
         self.limiter.check(actor.id)
         topic = await self.topics.conversation(actor, name)
-        if not policy.may_publish(await self.store.get_membership(topic.id, actor.id)):
-            raise NotAMember(f"subscribe to {name!r} before publishing to it")
+        lookups = self.topics.lookups
+        if not lookups.is_member(topic.id, actor.id):
+            if not policy.may_publish(await self.store.get_membership(topic.id, actor.id)):
+                raise NotAMember(f"subscribe to {name!r} before publishing to it")
+            lookups.remember_member(topic.id, actor.id, actor.username)
         record, duplicate = await self.store.append(
             AppendRequest(
                 topic,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from topichub import policy
 from topichub.broker.base import Broker, MembershipChanged, TopicDeleted
 from topichub.errors import AlreadyMember, Forbidden, NotAMember, NotFound
 from topichub.models import Role, Topic, TopicKind, TopicSummary, User
-from topichub.names import check_name, is_valid_name
+from topichub.names import check_name, direct_topic_name, is_valid_name
+from topichub.services.lookups import Lookups
 from topichub.store.base import Store
 
 
@@ -19,9 +21,10 @@ class TopicDetails:
 
 
 class TopicService:
-    def __init__(self, store: Store, broker: Broker) -> None:
+    def __init__(self, store: Store, broker: Broker, lookups: Lookups | None = None) -> None:
         self.store = store
         self.broker = broker
+        self.lookups = lookups or Lookups()
 
     async def get(self, name: str) -> Topic:
         """A public or private topic by name (never a direct conversation)."""
@@ -34,12 +37,18 @@ class TopicService:
         """What a name means as an address: the topic of that name, or the direct
         conversation with the user of that name (made on first use)."""
         if is_valid_name(name):
+            direct_name = direct_topic_name(actor.username, name)
+            cached = self.lookups.topic(name) or self.lookups.topic(direct_name)
+            if cached is not None:
+                return cached
             topic = await self.store.get_topic(name)
+            if topic is None:
+                peer = await self.store.get_user(name)
+                if peer is not None:
+                    topic = await self.store.get_or_create_direct(actor, peer)
             if topic is not None:
+                self.lookups.remember_topic(topic)
                 return topic
-            peer = await self.store.get_user(name)
-            if peer is not None:
-                return await self.store.get_or_create_direct(actor, peer)
         raise NotFound(f"no topic or user {name!r}")
 
     async def create(self, actor: User, name: str, *, is_private: bool) -> Topic:
@@ -94,6 +103,16 @@ class TopicService:
 
     async def list(self, actor: User) -> list[TopicSummary]:
         return await self.store.list_topics(actor.id)
+
+    async def direct_conversations(self, actor: User) -> Sequence[tuple[str, int]]:
+        """(the other user's name, the conversation's last seq) of each direct conversation
+        the actor has, by name."""
+        found: list[tuple[str, int]] = []
+        for topic in await self.store.user_topics(actor.id):
+            if topic.direct_pair is not None:
+                first, second = topic.direct_pair
+                found.append((second if actor.username == first else first, topic.last_seq))
+        return sorted(found)
 
     async def details(self, actor: User, name: str) -> TopicDetails:
         topic = await self.get(name)

@@ -7,7 +7,7 @@ from topichub.auth import TokenSigner, hash_password, verify_password
 from topichub.broker.base import Broker, UserDeleted
 from topichub.errors import Forbidden, NotFound, Unauthorized
 from topichub.models import User
-from topichub.names import check_name, check_password
+from topichub.names import check_name, check_password, is_valid_name
 from topichub.store.base import Store
 
 # Verifying against a dummy hash when the user does not exist keeps the time of a failed
@@ -27,7 +27,8 @@ class UserService:
         return await self.store.create_user(username, hash_password(password), is_admin)
 
     async def authenticate(self, username: str, password: str) -> User:
-        user = await self.store.get_user(username)
+        # A name that cannot exist is not looked up (PostgreSQL refuses text with NUL).
+        user = await self.store.get_user(username) if is_valid_name(username) else None
         if user is None:
             verify_password(_DUMMY_HASH, password)
             raise Unauthorized("wrong username or password")
@@ -53,7 +54,7 @@ class UserService:
         return user
 
     async def get(self, username: str) -> User:
-        user = await self.store.get_user(username)
+        user = await self.store.get_user(username) if is_valid_name(username) else None
         if user is None:
             raise NotFound(f"no user {username!r}")
         return user

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from topichub.models import (
     Membership,
     MessageRecord,
+    NodeInfo,
     PendingRange,
     Role,
     Topic,
+    TopicActivity,
     TopicKind,
     TopicSummary,
     User,
+    UserBacklog,
 )
 
 
@@ -158,6 +161,30 @@ class Store(ABC):
     @abstractmethod
     async def advance_cursors(self, updates: Sequence[CursorUpdate]) -> None:
         """Move each cursor forward to ``seq`` (never backward)."""
+
+    # -- nodes and the admin view ---------------------------------------------------------
+
+    @abstractmethod
+    async def heartbeat(self, node: NodeInfo, *, forget_before_ms: int) -> None:
+        """Insert or update the node's row; drop rows of nodes last seen before
+        ``forget_before_ms`` (nodes that crashed long ago)."""
+
+    @abstractmethod
+    async def list_nodes(self, seen_since_ms: int) -> list[NodeInfo]:
+        """The nodes whose last heartbeat is at or after ``seen_since_ms``, by id."""
+
+    @abstractmethod
+    async def remove_node(self, node_id: str) -> None:
+        """Forget a node (it stopped gracefully)."""
+
+    @abstractmethod
+    async def topic_activity(self, since_ms: int) -> list[TopicActivity]:
+        """Every public and private topic (not direct conversations) by name, with its
+        member count and how many of its messages were stored at or after ``since_ms``."""
+
+    @abstractmethod
+    async def pending_backlog(self, limit: int) -> list[UserBacklog]:
+        """Users with pending messages, the largest backlog first, at most ``limit``."""
 
 
 def open_store(url: str) -> Store:

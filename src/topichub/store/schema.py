@@ -70,3 +70,19 @@ messages = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Index("ux_messages_client_id", "topic_id", "sender_id", "client_id", unique=True),
 )
+
+# One row per running node, refreshed every few seconds (migration 0003): the admin view
+# lists the nodes seen recently with their connection counts.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("ws_address", sa.String(300), nullable=False),
+    sa.Column("api_address", sa.String(300), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("seen_at", sa.BigInteger, nullable=False),
+    sa.Column("connections", sa.Integer, nullable=False),
+    sa.Column("users", sa.Integer, nullable=False),
+    sa.Index("ix_nodes_seen_at", "seen_at"),
+)

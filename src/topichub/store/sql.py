@@ -32,16 +32,19 @@ from topichub.errors import AlreadyExists, NotFound, Unavailable
 from topichub.models import (
     Membership,
     MessageRecord,
+    NodeInfo,
     PendingRange,
     Role,
     Topic,
+    TopicActivity,
     TopicKind,
     TopicSummary,
     User,
+    UserBacklog,
 )
 from topichub.names import direct_topic_name
 from topichub.store.base import AppendRequest, CursorUpdate, Store
-from topichub.store.schema import members, messages, names, topics, users
+from topichub.store.schema import members, messages, names, nodes, topics, users
 
 log = logging.getLogger(__name__)
 
@@ -489,64 +492,127 @@ class SqlStore(Store):
                     self._queue.task_done()
 
     async def _commit_batch(self, batch: list[tuple[AppendRequest, asyncio.Future[Any]]]) -> None:
-        results: list[tuple[MessageRecord, bool]] = []
         async with self._write() as conn:
-            for request, _ in batch:
-                results.append(await self._append_one(conn, request))
+            results = await self._append_many(conn, [request for request, _ in batch])
         # Resolved in seq order once committed: the publishers resume in that order.
         for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
                 future.set_result(result)
 
-    async def _append_one(
-        self, conn: AsyncConnection, request: AppendRequest
-    ) -> tuple[MessageRecord, bool]:
-        topic = request.topic
-        if request.client_id is not None:
-            row = (
+    async def _append_many(
+        self, conn: AsyncConnection, requests: list[AppendRequest]
+    ) -> list[tuple[MessageRecord, bool] | Exception]:
+        """Append a batch with a fixed number of statements, whatever its size: one read
+        of the client ids already used, one UPDATE reserving seqs for every topic, one
+        multi-row INSERT."""
+        results: list[tuple[MessageRecord, bool] | Exception | None] = [None] * len(requests)
+        # 1. Retries: a client id already used by this sender in this topic.
+        keyed = {
+            (r.topic.id, r.sender_id, r.client_id): i
+            for i, r in reversed(list(enumerate(requests)))
+            if r.client_id is not None
+        }
+        if keyed:
+            key = sa.tuple_(messages.c.topic_id, messages.c.sender_id, messages.c.client_id)
+            rows = (
                 await conn.execute(
-                    sa.select(*_MESSAGE_COLUMNS).where(
-                        messages.c.topic_id == topic.id,
-                        messages.c.sender_id == request.sender_id,
-                        messages.c.client_id == request.client_id,
+                    sa.select(messages.c.topic_id, messages.c.sender_id, *_MESSAGE_COLUMNS).where(
+                        key.in_(list(keyed))
                     )
                 )
-            ).first()
-            if row is not None:
-                return _record(topic, row), True
-        seq = (
+            ).all()
+            for row in rows:
+                index = keyed[(row.topic_id, row.sender_id, row.client_id)]
+                results[index] = (_record(requests[index].topic, row), True)
+        # 2. Reserve seqs: last_seq += (new messages of that topic), one statement.
+        counts: dict[int, int] = {}
+        first_of_key: dict[tuple[int, int, str], int] = {}
+        for i, request in enumerate(requests):
+            if results[i] is not None:
+                continue
+            if request.client_id is not None:
+                k = (request.topic.id, request.sender_id, request.client_id)
+                if k in first_of_key:  # the same retry twice in one batch
+                    continue
+                first_of_key[k] = i
+            counts[request.topic.id] = counts.get(request.topic.id, 0) + 1
+        if not counts:
+            return [self._settle(requests, results, first_of_key, i) for i in range(len(requests))]
+        increment = sa.case(counts, value=topics.c.id, else_=0)
+        reserved = (
             await conn.execute(
                 sa.update(topics)
-                .where(topics.c.id == topic.id)
-                .values(last_seq=topics.c.last_seq + 1)
-                .returning(topics.c.last_seq)
+                .where(topics.c.id.in_(list(counts)))
+                .values(last_seq=topics.c.last_seq + increment)
+                .returning(topics.c.id, topics.c.last_seq)
             )
-        ).scalar_one_or_none()
-        if seq is None:
-            raise NotFound(f"the topic {topic.name!r} no longer exists")
+        ).all()
+        next_seq = {row.id: row.last_seq - counts[row.id] + 1 for row in reserved}
+        # 3. One INSERT for every new message, seqs in request order per topic.
         created = now_ms()
-        await conn.execute(
-            sa.insert(messages).values(
-                topic_id=topic.id,
-                seq=seq,
-                sender_id=request.sender_id,
-                sender=request.sender,
-                content=request.content,
-                client_id=request.client_id,
-                created_at=created,
+        rows_to_insert: list[dict[str, Any]] = []
+        for i, request in enumerate(requests):
+            if results[i] is not None or (
+                request.client_id is not None
+                and first_of_key[(request.topic.id, request.sender_id, request.client_id)] != i
+            ):
+                continue
+            topic = request.topic
+            if topic.id not in next_seq:
+                results[i] = NotFound(f"the topic {topic.name!r} no longer exists")
+                continue
+            seq = next_seq[topic.id]
+            next_seq[topic.id] = seq + 1
+            rows_to_insert.append(
+                {
+                    "topic_id": topic.id,
+                    "seq": seq,
+                    "sender_id": request.sender_id,
+                    "sender": request.sender,
+                    "content": request.content,
+                    "client_id": request.client_id,
+                    "created_at": created,
+                }
             )
-        )
-        record = MessageRecord(
-            topic_id=topic.id,
-            topic_name=topic.name,
-            seq=seq,
-            sender=request.sender,
-            content=request.content,
-            sent_at_ms=created,
-            client_id=request.client_id,
-            direct_pair=topic.direct_pair,
-        )
-        return record, False
+            results[i] = (
+                MessageRecord(
+                    topic_id=topic.id,
+                    topic_name=topic.name,
+                    seq=seq,
+                    sender=request.sender,
+                    content=request.content,
+                    sent_at_ms=created,
+                    client_id=request.client_id,
+                    direct_pair=topic.direct_pair,
+                ),
+                False,
+            )
+        if rows_to_insert:
+            await conn.execute(sa.insert(messages), rows_to_insert)
+        return [self._settle(requests, results, first_of_key, i) for i in range(len(requests))]
+
+    @staticmethod
+    def _settle(
+        requests: list[AppendRequest],
+        results: list[tuple[MessageRecord, bool] | Exception | None],
+        first_of_key: dict[tuple[int, int, str], int],
+        index: int,
+    ) -> tuple[MessageRecord, bool] | Exception:
+        """The result of one request; a repeat within the batch mirrors its first copy."""
+        result = results[index]
+        if result is None:
+            request = requests[index]
+            assert request.client_id is not None
+            first = results[first_of_key[(request.topic.id, request.sender_id, request.client_id)]]
+            if isinstance(first, tuple):
+                return first[0], True
+            assert isinstance(first, Exception)
+            return first
+        return result
 
     async def history(
         self, topic: Topic, *, before: int | None, since: int | None, limit: int
@@ -670,6 +736,115 @@ class SqlStore(Store):
         params = [{"t_id": u.topic_id, "u_id": u.user_id, "new_seq": u.seq} for u in updates]
         async with self._write() as conn:
             await conn.execute(statement, params)
+
+    # -- nodes and the admin view ---------------------------------------------------------
+
+    async def heartbeat(self, node: NodeInfo, *, forget_before_ms: int) -> None:
+        values = {
+            "ws_address": node.ws_address,
+            "api_address": node.api_address,
+            "version": node.version,
+            "started_at": node.started_at_ms,
+            "seen_at": node.seen_at_ms,
+            "connections": node.connections,
+            "users": node.users,
+        }
+        async with self._write() as conn:
+            # Only this node writes its row, so update-else-insert cannot race.
+            result = await conn.execute(
+                sa.update(nodes).where(nodes.c.id == node.node_id).values(**values)
+            )
+            if not result.rowcount:
+                await conn.execute(sa.insert(nodes).values(id=node.node_id, **values))
+            await conn.execute(sa.delete(nodes).where(nodes.c.seen_at < forget_before_ms))
+
+    async def list_nodes(self, seen_since_ms: int) -> list[NodeInfo]:
+        query = sa.select(nodes).where(nodes.c.seen_at >= seen_since_ms).order_by(nodes.c.id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            NodeInfo(
+                node_id=row.id,
+                ws_address=row.ws_address,
+                api_address=row.api_address,
+                version=row.version,
+                started_at_ms=row.started_at,
+                seen_at_ms=row.seen_at,
+                connections=row.connections,
+                users=row.users,
+            )
+            for row in rows
+        ]
+
+    async def remove_node(self, node_id: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(sa.delete(nodes).where(nodes.c.id == node_id))
+
+    async def topic_activity(self, since_ms: int) -> list[TopicActivity]:
+        member_count = (
+            sa.select(sa.func.count())
+            .where(members.c.topic_id == topics.c.id)
+            .correlate(topics)
+            .scalar_subquery()
+        )
+        recent = (
+            sa.select(sa.func.count())
+            .where(messages.c.topic_id == topics.c.id, messages.c.created_at >= since_ms)
+            .correlate(topics)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(
+                topics.c.name,
+                topics.c.kind,
+                topics.c.last_seq,
+                users.c.username.label("owner"),
+                member_count.label("members"),
+                recent.label("recent"),
+            )
+            .select_from(topics.outerjoin(users, users.c.id == topics.c.owner_id))
+            .where(topics.c.kind != TopicKind.DIRECT.value)
+            .order_by(topics.c.name)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            TopicActivity(
+                name=row.name,
+                is_private=row.kind != TopicKind.PUBLIC.value,
+                owner=row.owner,
+                members=row.members,
+                last_seq=row.last_seq,
+                recent=row.recent,
+            )
+            for row in rows
+        ]
+
+    async def pending_backlog(self, limit: int) -> list[UserBacklog]:
+        waiting = sa.func.count(messages.c.seq)
+        query = (
+            sa.select(
+                users.c.username,
+                waiting.label("waiting"),
+                sa.func.count(sa.distinct(members.c.topic_id)).label("topics"),
+            )
+            .select_from(
+                members.join(users, users.c.id == members.c.user_id).join(
+                    messages,
+                    sa.and_(
+                        messages.c.topic_id == members.c.topic_id,
+                        messages.c.seq > members.c.delivered_seq,
+                        messages.c.sender_id != members.c.user_id,
+                    ),
+                )
+            )
+            .group_by(users.c.username)
+            .order_by(waiting.desc(), users.c.username)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [UserBacklog(row.username, row.waiting, row.topics) for row in rows]
 
 
 @contextlib.asynccontextmanager

@@ -90,6 +90,8 @@ def _client_id(frame: dict[str, Any]) -> ClientId:
         raise InvalidRequest("'id' must be a string or an integer")
     if len(str(value)) > MAX_CLIENT_ID_CHARS or value == "":
         raise InvalidRequest(f"'id' must be 1-{MAX_CLIENT_ID_CHARS} characters")
+    if isinstance(value, str) and "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise InvalidRequest("'id' must not contain NUL characters")
     return value
 
 

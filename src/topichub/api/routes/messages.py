@@ -8,6 +8,7 @@ from topichub.api.deps import Context, CurrentUser
 from topichub.api.schemas import (
     ERRORS,
     PUBLISH_ERRORS,
+    ConversationOut,
     MessageOut,
     MessagesOut,
     PublishIn,
@@ -40,3 +41,13 @@ async def pending(ctx: Context, actor: CurrentUser) -> MessagesOut:
     marked delivered; at most 1000)."""
     records = await ctx.services.messages.pending(actor)
     return MessagesOut(messages=[MessageOut.of(r, actor.username, pending=True) for r in records])
+
+
+@router.get("/conversations", responses=ERRORS)
+async def conversations(ctx: Context, actor: CurrentUser) -> list[ConversationOut]:
+    """Your direct conversations: the other user and the newest message's seq, by name
+    (``list_topics`` does not list them)."""
+    return [
+        ConversationOut(username=peer, last_seq=last_seq)
+        for peer, last_seq in await ctx.services.topics.direct_conversations(actor)
+    ]
