@@ -121,6 +121,7 @@ class CloseCode:
     """WebSocket close codes of PROTOCOL.md, "Close codes" (RFC 6455 section 7.4.1)."""
 
     NORMAL = 1000
+    INVALID_DATA = 1007
     POLICY_VIOLATION = 1008
     TOO_BIG = 1009
     INTERNAL_ERROR = 1011

@@ -1,36 +1,96 @@
-"""One client connection: its outbound path, per-topic positions and cursors.
+"""One client connection: the WebSocket protocol driven by hand, its outbound path, its
+per-topic positions and cursors.
 
-Writes never wait: a frame goes straight into the socket's send buffer, and a client whose
-buffer grows past the limit is closed with 1013 (it gets the rest as pending when it comes
-back), so one slow client never slows the others (DESIGN.md, "Slow consumers").
+The connection is an :class:`asyncio.Protocol` around websockets' sans-I/O
+``ServerProtocol``: bytes in through ``receive_data``, handshake and frames out through
+``events_received``, protocol replies (pong, close) out through ``data_to_send``. No task
+runs per idle connection, which keeps memory per connection small.
+
+Outbound frames are built once per event (:mod:`topichub.gateway.frames`) and *coalesced*:
+a connection collects the frames of one event-loop iteration and writes them with one
+``transport.write``, so a busy socket gets many messages per system call. Writes never wait:
+a client whose unsent data grows past the limit is closed with 1013 (it gets the rest as
+pending when it comes back), so one slow client never slows the others (DESIGN.md,
+"Slow consumers").
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
-from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from topichub.errors import CloseCode
+from topichub.gateway.frames import PING_FRAME, text_frame
 from topichub.models import User
 from topichub.store.base import CursorUpdate
 
 log = logging.getLogger(__name__)
 
+INBOX_HIGH = 64  # frames waiting for their turn before the socket stops being read
+INBOX_LOW = 8
 
-class Connection:
+
+class Session(Protocol):
+    """What a connection asks of the gateway (gateway/server.py implements it)."""
+
+    async def authenticate(self, conn: Connection, request: Request) -> Response | None: ...
+    async def open_session(self, conn: Connection) -> None: ...
+    async def handle_message(self, conn: Connection, message: str | None) -> None: ...
+    def connection_ended(self, conn: Connection) -> None: ...
+
+
+class WriteCoalescer:
+    """Flushes every connection that has frames waiting, once per loop iteration."""
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+        self._scheduled = False
+
+    def mark(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush_out()
+
+
+class Connection(asyncio.Protocol):
+    user: User
+    username: str = ""
+
     def __init__(
-        self, ws: ServerConnection, user: User, *, manual_ack: bool, buffer_limit: int
+        self,
+        session: Session,
+        coalescer: WriteCoalescer,
+        *,
+        max_frame_bytes: int,
+        buffer_limit: int,
+        close_timeout: float = 5.0,
+        handshake_timeout: float = 10.0,
     ) -> None:
-        self.ws = ws
-        self.user = user
-        self.username = user.username
-        self.manual_ack = manual_ack
+        self.session = session
+        self.coalescer = coalescer
+        self.protocol = ServerProtocol(max_size=max_frame_bytes, logger=log)
         self.buffer_limit = buffer_limit
+        self.close_timeout = close_timeout
+        self.handshake_timeout = handshake_timeout
+        self.transport: asyncio.Transport | None = None
+        self.manual_ack = False
+        self.open = False  # True from the accepted handshake until closing starts
+        self.ready = False  # True once the pending replay is done
         self.topic_ids: set[int] = set()
         # Highest seq written per topic: anything at or below it is a duplicate.
         self.sent_seq: dict[int, int] = {}
@@ -38,59 +98,219 @@ class Connection:
         self._cursor_updates: dict[int, int] = {}
         # While the pending replay runs, live events wait here (DESIGN.md, "Reconnect").
         self._held: list[tuple[int, int, bytes]] | None = []
-        self.open = True
         self.final_flush: asyncio.Future[None] | None = None
-        self.on_slow: Any = None
+        self.on_slow: Callable[[], None] | None = None
+        self._out: list[bytes] = []
+        self._out_size = 0
+        # Cursor moves of the queued frames: they count only once the frames are written.
+        self._out_seqs: dict[int, int] = {}
+        self._inbox: deque[str | None] = deque()
+        self._fragments: list[bytes] = []
+        self._fragment_opcode = Opcode.TEXT
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writing_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.last_seen = loop.time()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._timer = asyncio.get_running_loop().call_later(
+            self.handshake_timeout, self._handshake_timed_out
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = asyncio.get_running_loop().time()
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if isinstance(event, Request):
+                self._spawn(self._handshake(event))
+            elif isinstance(event, Frame):
+                self._frame_received(event)
+        self._send_protocol_data()
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self._send_protocol_data()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self._out.clear()
+        self._out_seqs.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.ready or self.username:
+            self.session.connection_ended(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- handshake ------------------------------------------------------------------------
+
+    async def _handshake(self, request: Request) -> None:
+        try:
+            response = await self.session.authenticate(self, request)
+        except Exception:
+            log.exception("handshake failed")
+            response = self.protocol.reject(500, "internal error\n")
+        if response is None:
+            response = self.protocol.accept(request)
+            response.headers["Server"] = "topichub"
+        self.protocol.send_response(response)
+        self._send_protocol_data()
+        if self.protocol.state is not State.OPEN:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self.open = True
+        try:
+            await self.session.open_session(self)
+        except Exception:
+            log.exception("opening the session of %s failed", self.username)
+            self.start_close(CloseCode.INTERNAL_ERROR, "internal error")
+            return
+        self.ready = True
+        self._wake_worker()
+
+    def _handshake_timed_out(self) -> None:
+        if self.protocol.state is State.CONNECTING and self.transport is not None:
+            self.transport.abort()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _frame_received(self, frame: Frame) -> None:
+        if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+            self._fragment_opcode = frame.opcode
+            self._fragments = [bytes(frame.data)]
+        elif frame.opcode is Opcode.CONT:
+            self._fragments.append(bytes(frame.data))
+        else:
+            return  # ping, pong and close are answered by the protocol itself
+        if not frame.fin:
+            return
+        data = b"".join(self._fragments)
+        self._fragments = []
+        if self._fragment_opcode is Opcode.BINARY:
+            self._inbox.append(None)  # binary frames are refused with an error reply
+        else:
+            try:
+                self._inbox.append(data.decode())
+            except UnicodeDecodeError:
+                self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8")  # RFC 6455 8.1
+                return
+        if len(self._inbox) >= INBOX_HIGH and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake_worker()
+
+    def _wake_worker(self) -> None:
+        if self.ready and self._inbox and self._worker is None:
+            self._worker = self._spawn(self._work())
+
+    async def _work(self) -> None:
+        """Handle this connection's messages one at a time, in order."""
+        try:
+            while self._inbox and self.protocol.state is State.OPEN:
+                await self.session.handle_message(self, self._inbox.popleft())
+                if self._reading_paused and len(self._inbox) <= INBOX_LOW:
+                    self._reading_paused = False
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+        finally:
+            self._worker = None
 
     # -- writing --------------------------------------------------------------------------
 
-    def send(self, data: bytes) -> bool:
-        """Write one text frame now, or close the connection as a slow consumer.
+    def send(self, payload: bytes) -> bool:
+        """Queue one text frame for this iteration's write (replies, invitations)."""
+        return self.send_frame(text_frame(payload))
 
-        Returns False when nothing was written: the connection is closing (its close frame
-        is sent or received, or it was found too slow) or it just went over its buffer.
-        """
-        if not self.open or self.ws.protocol.state is not State.OPEN:
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue a pre-built frame; False if the connection is closing or too slow."""
+        if not self.open:
             return False
-        transport = self.ws.transport
-        if transport.get_write_buffer_size() > self.buffer_limit:
+        transport = self.transport
+        assert transport is not None
+        if self._out_size + transport.get_write_buffer_size() > self.buffer_limit:
             self.close_slow()
             return False
-        self.ws.protocol.send_text(data)
-        self.ws.send_data()
+        if not self._out:
+            self.coalescer.mark(self)
+        self._out.append(frame)
+        self._out_size += len(frame)
         return True
 
-    async def send_replay(self, topic_id: int, seq: int, data: bytes) -> bool:
+    def flush_out(self) -> None:
+        if not self._out and not self._out_seqs:
+            return
+        out, self._out = self._out, []
+        seqs, self._out_seqs = self._out_seqs, {}
+        self._out_size = 0
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.protocol.state is not State.OPEN:
+            return  # never written, so never delivered: it stays pending for the next one
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if not self.manual_ack:
+            self._cursor_updates.update(seqs)
+
+    async def send_replay(self, topic_id: int, seq: int, payload: bytes) -> bool:
         """Write a pending message, waiting for the socket rather than overflowing it.
 
         Returns False (and writes nothing) once the connection is closing."""
-        if not self.open or self.ws.protocol.state is not State.OPEN:
+        if not self.open or self.transport is None:
             return False
-        self.ws.protocol.send_text(data)
-        self.ws.send_data()
+        if not self._out:
+            self.coalescer.mark(self)
+        self._out.append(text_frame(payload))
+        self._out_size += len(payload)
         self._written(topic_id, seq)
-        if self.ws.transport.get_write_buffer_size() > self.buffer_limit // 2:
-            with contextlib.suppress(OSError):  # lost meanwhile: the next write sees it
-                await self.ws.drain()
+        if self._out_size >= 65536:
+            self.flush_out()
+            if self._writing_paused:
+                self._drained = asyncio.get_running_loop().create_future()
+                await self._drained
         return True
 
+    def finish_replay_writes(self) -> None:
+        """Write what the replay queued (before any live frame)."""
+        self.flush_out()
+
     def _written(self, topic_id: int, seq: int) -> None:
+        """A message frame was queued: later copies are duplicates, and the cursor moves
+        when the queue is written."""
         self.sent_seq[topic_id] = seq
-        if not self.manual_ack:
-            self._cursor_updates[topic_id] = seq
+        self._out_seqs[topic_id] = seq
 
-    def deliver(self, topic_id: int, seq: int, data: bytes) -> bool:
-        """A live message event; returns True if it was written.
+    def deliver(self, topic_id: int, seq: int, frame: bytes) -> bool:
+        """A live message event (a pre-built frame); returns True if it was queued.
 
-        Only a frame actually written moves the cursor: a message that reaches a closing
+        Only a frame actually queued moves the cursor: a message that reaches a closing
         connection (or the one that finds it too slow) stays pending for the next one.
         """
         if self._held is not None:
-            self._held.append((topic_id, seq, data))
+            self._held.append((topic_id, seq, frame))
             return False
         if seq <= self.sent_seq.get(topic_id, 0):
             return False
-        if not self.send(data):
+        if not self.send_frame(frame):
             return False
         self._written(topic_id, seq)
         return True
@@ -98,37 +318,76 @@ class Connection:
     def finish_replay(self, replayed_upto: dict[int, int]) -> int:
         """End the replay: release held live events, dropping what the replay covered."""
         for topic_id, upto in replayed_upto.items():
+            # The range is done (own messages in it are never pending for us either).
             self.sent_seq[topic_id] = max(self.sent_seq.get(topic_id, 0), upto)
-            if not self.manual_ack:
-                self._cursor_updates[topic_id] = self.sent_seq[topic_id]
+            self._out_seqs[topic_id] = self.sent_seq[topic_id]
+        self.flush_out()
         held, self._held = self._held or [], None
-        return sum(self.deliver(topic_id, seq, data) for topic_id, seq, data in held)
+        return sum(self.deliver(topic_id, seq, frame) for topic_id, seq, frame in held)
+
+    def ping(self) -> None:
+        """Keepalive: a ping frame (the client's pong, or anything, refreshes last_seen)."""
+        if self.open and self.transport is not None:
+            self.flush_out()
+            self.transport.write(PING_FRAME)
+
+    # -- closing --------------------------------------------------------------------------
 
     def close_slow(self) -> None:
         if not self.open:
             return
-        self.open = False
         log.info(
             "closing slow consumer %s (send buffer over %d bytes)", self.username, self.buffer_limit
         )
         if self.on_slow is not None:
             self.on_slow()
-        asyncio.get_running_loop().create_task(
-            self.close(CloseCode.TRY_AGAIN_LATER, "too slow to keep up: reconnect")
-        )
+        self.start_close(CloseCode.TRY_AGAIN_LATER, "too slow to keep up: reconnect")
+
+    def start_close(self, code: int, reason: str = "") -> None:
+        """Send a close frame after whatever is queued, and cut the TCP connection if the
+        client does not answer within the close timeout."""
+        self.flush_out()
+        self.open = False
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self._send_protocol_data()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self.close_timeout, self.abort)
 
     async def close(self, code: int, reason: str = "") -> None:
-        """Close with ``code``, within the close timeout even if the client stopped reading.
+        self.start_close(code, reason)
+        await asyncio.shield(self.closed)
 
-        ``websockets`` first waits, without a limit, for the send buffer to drain, and only
-        then starts its close timeout: a client that stopped reading would hold the close
-        (and a graceful shutdown) until the keepalive gives up, 20-40 s later.
-        """
-        limit = self.ws.close_timeout or 10.0
-        try:
-            await asyncio.wait_for(self.ws.close(code, reason), limit)
-        except TimeoutError:
-            self.ws.transport.abort()
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed.done():
+            self.transport.abort()
+
+    def _send_protocol_data(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                if self._out and self.protocol.state is not State.OPEN:
+                    # Closing: nothing may follow the close frame. Unwritten frames do not
+                    # move the cursor, so their messages stay pending.
+                    self._out.clear()
+                    self._out_seqs.clear()
+                    self._out_size = 0
+                transport.write(data)
+            else:
+                transport.close()  # end of stream: websockets says the TCP side may close
+                return
+        if self.protocol.close_expected() and (self._timer is None or self._timer.cancelled()):
+            self.open = False
+            self._timer = asyncio.get_running_loop().call_later(self.close_timeout, self.abort)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- cursors --------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from topichub.broker.base import (
 )
 from topichub.errors import CloseCode
 from topichub.gateway.connection import Connection
+from topichub.gateway.frames import text_frame
 from topichub.models import MessageRecord, Topic, TopicKind
 from topichub.observability import Metrics
 from topichub.store.base import Store
@@ -170,11 +171,13 @@ class Hub:
         conns = self.by_topic.get(record.topic_id, ())
         delivered = 0
         if record.direct_pair is None:
-            data = message_event(record, "")
+            frame = text_frame(message_event(record, ""))  # once, for every socket
             for conn in conns:
-                delivered += conn.deliver(record.topic_id, record.seq, data)
+                delivered += conn.deliver(record.topic_id, record.seq, frame)
         else:
-            encoded = {name: message_event(record, name) for name in set(record.direct_pair)}
+            encoded = {
+                name: text_frame(message_event(record, name)) for name in set(record.direct_pair)
+            }
             for conn in conns:
                 side = encoded.get(conn.username)
                 if side is not None:
@@ -259,4 +262,4 @@ class Hub:
 
     @staticmethod
     async def _close(conn: Connection, code: int, reason: str) -> None:
-        await conn.ws.close(code, reason)
+        await conn.close(code, reason)

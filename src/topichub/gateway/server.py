@@ -1,4 +1,4 @@
-"""The WebSocket gateway: handshake and authentication, then one loop per connection.
+"""The WebSocket gateway: handshake and authentication, pending replay, one action at a time.
 
 Connecting (PROTOCOL.md, "Connecting"): ``/<token>``, ``/ws?token=<token>`` or ``/ws`` with
 ``Authorization: Bearer <token>``; ``ack=manual`` opts into manual acknowledgement. A bad
@@ -13,18 +13,15 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from topichub.config import Settings
 from topichub.errors import CloseCode, InvalidRequest, Unauthorized
-from topichub.gateway.connection import Connection
+from topichub.gateway.connection import Connection, WriteCoalescer
 from topichub.gateway.cursors import CursorFlusher
 from topichub.gateway.dispatch import Dispatcher
 from topichub.gateway.hub import Hub
-from topichub.models import User
 from topichub.observability import Metrics
 from topichub.services import Services
 from topichub.store.base import Store
@@ -40,6 +37,7 @@ from topichub.wire.events import (
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 1000
+KEEPALIVE_SECONDS = 20.0
 BINARY_FRAME = BadFrame(InvalidRequest("binary frames are not accepted: send JSON as text"))
 
 
@@ -61,6 +59,9 @@ def token_from_request(request: Request) -> tuple[str | None, bool]:
 
 
 class Gateway:
+    """Accepts WebSocket connections and runs each one's session (the ``Session`` the
+    connections call back into)."""
+
     def __init__(
         self, settings: Settings, services: Services, store: Store, hub: Hub, metrics: Metrics
     ) -> None:
@@ -71,39 +72,45 @@ class Gateway:
         self.metrics = metrics
         self.dispatcher = Dispatcher(services, metrics)
         self.cursors = CursorFlusher(store, hub, metrics, settings.cursor_flush_ms)
-        self._server: Server | None = None
-        self._principals: dict[object, tuple[User, bool]] = {}
+        self.coalescer = WriteCoalescer()
+        self._server: asyncio.Server | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = False
 
     @property
     def port(self) -> int:
         assert self._server is not None
-        return int(next(iter(self._server.sockets)).getsockname()[1])
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await serve(
-            self._session,
-            self.settings.host,
-            self.settings.ws_port,
-            process_request=self._authenticate,
-            max_size=self.settings.max_frame_bytes,
-            compression=None,
-            close_timeout=5,
-            ping_interval=20,
-            ping_timeout=20,
-            server_header="topichub",
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_connection, self.settings.host, self.settings.ws_port, backlog=4096
         )
         self.cursors.start()
+        self._keepalive = asyncio.create_task(self._keep_alive(), name="ws-keepalive")
         self.accepting = True
+
+    def _new_connection(self) -> Connection:
+        return Connection(
+            self,
+            self.coalescer,
+            max_frame_bytes=self.settings.max_frame_bytes,
+            buffer_limit=self.settings.outbound_buffer_bytes,
+        )
 
     async def stop(self) -> None:
         """Graceful stop: no new connections, cursors saved, everyone told 1012."""
         if self._server is None:
             return
         self.accepting = False
-        self._server.close(close_connections=False)
+        self._server.close()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         conns = self.hub.connections()
         for conn in conns:
+            conn.flush_out()
             conn.open = False
             self.hub.stop_routing(conn)
         await self.cursors.stop()
@@ -111,10 +118,24 @@ class Gateway:
             *(conn.close(CloseCode.SERVICE_RESTART, "server restarting") for conn in conns),
             return_exceptions=True,
         )
-        await self._server.wait_closed()
         self._server = None
 
-    async def _authenticate(self, ws: ServerConnection, request: Request) -> Response | None:
+    async def _keep_alive(self) -> None:
+        """Ping idle connections; cut those silent for two intervals (dead peers)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(KEEPALIVE_SECONDS)
+            now = loop.time()
+            for conn in self.hub.connections():
+                idle = now - conn.last_seen
+                if idle > 2 * KEEPALIVE_SECONDS:
+                    conn.abort()
+                elif idle > KEEPALIVE_SECONDS:
+                    conn.ping()
+
+    # -- Session --------------------------------------------------------------------------
+
+    async def authenticate(self, conn: Connection, request: Request) -> Response | None:
         token, manual_ack = token_from_request(request)
         try:
             if token is None:
@@ -139,40 +160,39 @@ class Gateway:
                 ),
                 body,
             )
-        self._principals[ws.id] = (user, manual_ack)
+        conn.user, conn.username, conn.manual_ack = user, user.username, manual_ack
         return None
 
-    async def _session(self, ws: ServerConnection) -> None:
-        user, manual_ack = self._principals.pop(ws.id)
-        conn = Connection(
-            ws, user, manual_ack=manual_ack, buffer_limit=self.settings.outbound_buffer_bytes
-        )
+    async def open_session(self, conn: Connection) -> None:
         conn.on_slow = self.metrics.slow_consumers.inc
         self.metrics.connections_total.inc()
         self.hub.add_user(conn)
-        try:
-            await self._open(conn)
-            async for frame in ws:
-                # Frames are UTF-8 JSON text (PROTOCOL.md, "Frames"): a binary one gets an
-                # error reply and the connection stays open.
-                action = decode_action(frame) if isinstance(frame, str) else BINARY_FRAME
-                await self.dispatcher.handle(conn, action)
-                if isinstance(action, Disconnect):
-                    break
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("connection of %s failed", user.username)
+        await self._open(conn)
+
+    async def handle_message(self, conn: Connection, message: str | None) -> None:
+        # Frames are UTF-8 JSON text (PROTOCOL.md, "Frames"): a binary one gets an error
+        # reply and the connection stays open.
+        action = decode_action(message) if message is not None else BINARY_FRAME
+        await self.dispatcher.handle(conn, action)
+        if isinstance(action, Disconnect):
+            await self._finish(conn, CloseCode.NORMAL)
+
+    def connection_ended(self, conn: Connection) -> None:
+        if conn.final_flush is None:
             conn.open = False
             self.hub.stop_routing(conn)
-            await self.cursors.flush_final(conn)
-            await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
-            return
+            task = asyncio.get_running_loop().create_task(self.cursors.flush_final(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, conn: Connection, code: int, reason: str = "") -> None:
+        """End a session on our side: cursors are saved before the close completes
+        (PROTOCOL.md, "Pending messages")."""
+        conn.flush_out()
         conn.open = False
         self.hub.stop_routing(conn)
-        # Cursors are saved before the close completes (PROTOCOL.md, "Pending messages").
         await self.cursors.flush_final(conn)
-        await conn.close(CloseCode.NORMAL)
+        await conn.close(code, reason)
 
     async def _open(self, conn: Connection) -> None:
         """Register for live events (held), replay what is pending, then go live.
