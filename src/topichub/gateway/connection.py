@@ -75,6 +75,7 @@ class Connection(asyncio.Protocol):
         self,
         session: Session,
         coalescer: WriteCoalescer,
+        cursor_dirty: set[Connection],
         *,
         max_frame_bytes: int,
         buffer_limit: int,
@@ -96,6 +97,8 @@ class Connection(asyncio.Protocol):
         self.sent_seq: dict[int, int] = {}
         # Cursor positions not yet saved (what was written, or acked with ack=manual).
         self._cursor_updates: dict[int, int] = {}
+        # The connections with unsaved cursor positions (shared with the CursorFlusher).
+        self._cursor_dirty = cursor_dirty
         # While the pending replay runs, live events wait here (DESIGN.md, "Reconnect").
         self._held: list[tuple[int, int, bytes]] | None = []
         self.final_flush: asyncio.Future[None] | None = None
@@ -268,8 +271,9 @@ class Connection(asyncio.Protocol):
             return  # never written, so never delivered: it stays pending for the next one
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if not self.manual_ack:
+        if seqs and not self.manual_ack:
             self._cursor_updates.update(seqs)
+            self._cursor_dirty.add(self)
 
     async def send_replay(self, topic_id: int, seq: int, payload: bytes) -> bool:
         """Write a pending message, waiting for the socket rather than overflowing it.
@@ -394,6 +398,7 @@ class Connection(asyncio.Protocol):
     def acknowledge(self, topic_id: int, seq: int) -> None:
         if seq > self._cursor_updates.get(topic_id, 0):
             self._cursor_updates[topic_id] = seq
+            self._cursor_dirty.add(self)
 
     def take_cursor_updates(self) -> list[CursorUpdate]:
         if not self._cursor_updates:

@@ -26,6 +26,9 @@ class CursorFlusher:
         self.metrics = metrics
         self.interval = interval_ms / 1000
         self._task: asyncio.Task[None] | None = None
+        # Connections that noted cursor moves since the last flush: the periodic flush
+        # visits only these, not every idle connection.
+        self.dirty: set[Connection] = set()
         # One flush at a time: a flush that finds nothing left to take (the periodic one
         # took it) must still wait until that write is committed, or a new connection
         # could read its pending range from a stale cursor and replay what was delivered.
@@ -44,8 +47,10 @@ class CursorFlusher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            conns = list(self.dirty)
+            self.dirty.clear()  # in place: the connections hold this very set
             try:
-                await self.flush(self.hub.connections())
+                await self.flush(conns)
             except Exception:
                 log.exception("cursor flush failed; will retry")
 

@@ -96,6 +96,7 @@ class Gateway:
         return Connection(
             self,
             self.coalescer,
+            self.cursors.dirty,
             max_frame_bytes=self.settings.max_frame_bytes,
             buffer_limit=self.settings.outbound_buffer_bytes,
         )

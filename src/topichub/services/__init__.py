@@ -13,6 +13,7 @@ from topichub.config import Settings
 from topichub.limits import RateLimiter
 from topichub.observability import Metrics
 from topichub.services.admin import AdminService
+from topichub.services.lookups import Lookups
 from topichub.services.messages import MessageService
 from topichub.services.topics import TopicService
 from topichub.services.users import UserService
@@ -37,8 +38,9 @@ class Services:
         metrics: Metrics | None = None,
         node_id: str = "local",
     ) -> Services:
-        users = UserService(store, broker, signer)
-        topics = TopicService(store, broker)
+        lookups = Lookups()  # one per node, kept current by the node's broker events
+        users = UserService(store, broker, signer, lookups)
+        topics = TopicService(store, broker, lookups)
         limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         messages = MessageService(store, broker, topics, limiter, settings.max_message_bytes)
         admin = AdminService(store, metrics or Metrics(), node_id)

@@ -8,6 +8,7 @@ from topichub.broker.base import Broker, UserDeleted
 from topichub.errors import Forbidden, NotFound, Unauthorized
 from topichub.models import User
 from topichub.names import check_name, check_password, is_valid_name
+from topichub.services.lookups import Lookups
 from topichub.store.base import Store
 
 # Verifying against a dummy hash when the user does not exist keeps the time of a failed
@@ -16,10 +17,13 @@ _DUMMY_HASH = hash_password("not-a-real-password")
 
 
 class UserService:
-    def __init__(self, store: Store, broker: Broker, signer: TokenSigner) -> None:
+    def __init__(
+        self, store: Store, broker: Broker, signer: TokenSigner, lookups: Lookups | None = None
+    ) -> None:
         self.store = store
         self.broker = broker
         self.signer = signer
+        self.lookups = lookups or Lookups()
 
     async def register(self, username: str, password: str, *, is_admin: bool = False) -> User:
         check_name(username, "username")
@@ -44,7 +48,11 @@ class UserService:
     async def principal(self, token: str) -> User:
         """The user a token speaks for; Unauthorized if it is bad or the user is gone."""
         claims = self.signer.verify(token)
-        user = await self.store.get_user(claims.username)
+        user = self.lookups.user(claims.username)
+        if user is None:
+            user = await self.store.get_user(claims.username)
+            if user is not None:
+                self.lookups.remember_user(user)
         if (
             user is None
             or (claims.user_id and claims.user_id != user.id)

@@ -11,7 +11,7 @@ const NOTICE_KEY = 'topichub.notice';
 const PAGE = 50;
 const NAME_RULE = /^[A-Za-z0-9_.-]{1,64}$/;
 const LONG_MESSAGE = 1200; // characters: longer ones are folded behind "Show all"
-const ACK_DELAY_MS = 200; // acknowledgements of a burst of messages go as one per topic
+const ACK_EVERY_MS = 200; // at most one acknowledgement per topic this often (then one for a burst)
 
 const $ = (id) => document.getElementById(id);
 
@@ -116,6 +116,8 @@ class Console {
     this.countdown = null;
     this.firstAfterReplay = false;
     this.acks = new Map(); // topic_name -> highest seq received, not yet acknowledged
+    this.acked = new Map(); // topic_name -> highest seq acknowledged
+    this.ackSentAt = 0;
     this.ackTimer = null;
     this.awayNew = 0;
   }
@@ -465,11 +467,15 @@ class Console {
 
   onMessage(message) {
     const isNew = this.addMessage(message);
-    this.scheduleAck(message.topic_name, message.seq);
+    // One's own messages are never pending: nothing to acknowledge.
+    if (message.from !== this.me.username) this.scheduleAck(message.topic_name, message.seq);
     if (message.pending && isNew) this.awayNew += 1;
     if (message.pending && this.replayLeft > 0) {
       this.replayLeft -= 1;
-      if (this.replayLeft === 0) this.afterReplay(this.firstAfterReplay);
+      if (this.replayLeft === 0) {
+        this.flushAcks(); // the whole replay, acknowledged at once
+        this.afterReplay(this.firstAfterReplay);
+      }
     }
     if (!isNew) return;
     const conv = this.conv(message.topic_name);
@@ -479,13 +485,16 @@ class Console {
     this.renderSidebar();
   }
 
-  // Received: acknowledge it (soon, one ack per topic for a burst). Unacknowledged
-  // messages come back as pending on the next connection.
+  // Received: acknowledge it. Unacknowledged messages come back as pending on the next
+  // connection. A lone message is acknowledged at once; a burst with one ack per topic
+  // (a pending replay when it ends, live traffic at most every ACK_EVERY_MS).
   scheduleAck(name, seq) {
-    if (seq > (this.acks.get(name) || 0)) this.acks.set(name, seq);
-    if (this.ackTimer === null) {
-      this.ackTimer = setTimeout(() => this.flushAcks(), ACK_DELAY_MS);
-    }
+    if (seq <= Math.max(this.acked.get(name) || 0, this.acks.get(name) || 0)) return;
+    this.acks.set(name, seq);
+    if (this.replayLeft > 0) return;
+    const wait = this.ackSentAt + ACK_EVERY_MS - Date.now();
+    if (wait <= 0) this.flushAcks();
+    else if (this.ackTimer === null) this.ackTimer = setTimeout(() => this.flushAcks(), wait);
   }
 
   flushAcks() {
@@ -493,9 +502,13 @@ class Console {
     this.ackTimer = null;
     const acks = [...this.acks.entries()];
     this.acks.clear();
+    if (acks.length > 0) this.ackSentAt = Date.now();
     for (const [name, seq] of acks) {
       // A lost ack only means the message is offered again, and deduped.
-      this.link.request('ack', { topic_name: name, seq }).catch(() => {});
+      this.link.request('ack', { topic_name: name, seq }).then(
+        () => this.acked.set(name, Math.max(seq, this.acked.get(name) || 0)),
+        () => {},
+      );
     }
   }
 
