@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="per-connection send buffer; over it: close 1013"
     )
     cursor_flush_ms: int = Field(200, ge=1, description="how often delivery cursors are saved")
+    keepalive_seconds: float = Field(
+        20.0, gt=0, description="ping quiet connections; cut one silent for a whole interval"
+    )
     retention_messages: int = Field(
         0, ge=0, description="keep at most this many newest messages per topic (0: all)"
     )

@@ -118,7 +118,8 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
-        self.last_seen = loop.time()
+        self.last_seen = loop.time()  # when the client last sent anything (a pong too)
+        self.ping_sent_at: float | None = None  # our keepalive ping awaiting any answer
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 

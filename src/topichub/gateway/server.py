@@ -37,7 +37,6 @@ from topichub.wire.events import (
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 1000
-KEEPALIVE_SECONDS = 20.0
 BINARY_FRAME = BadFrame(InvalidRequest("binary frames are not accepted: send JSON as text"))
 
 
@@ -122,17 +121,22 @@ class Gateway:
         self._server = None
 
     async def _keep_alive(self) -> None:
-        """Ping idle connections; cut those silent for two intervals (dead peers)."""
+        """Ping connections that were quiet for half an interval; cut a connection only when
+        a ping of ours went a whole interval without anything coming back (a dead peer).
+        A client that only receives answers every ping, so it is never cut."""
         loop = asyncio.get_running_loop()
+        interval = self.settings.keepalive_seconds
         while True:
-            await asyncio.sleep(KEEPALIVE_SECONDS)
+            await asyncio.sleep(interval)
             now = loop.time()
             for conn in self.hub.connections():
-                idle = now - conn.last_seen
-                if idle > 2 * KEEPALIVE_SECONDS:
+                if conn.ping_sent_at is not None and conn.last_seen < conn.ping_sent_at:
                     conn.abort()
-                elif idle > KEEPALIVE_SECONDS:
+                    continue
+                conn.ping_sent_at = None
+                if now - conn.last_seen >= interval / 2:
                     conn.ping()
+                    conn.ping_sent_at = now
 
     # -- Session --------------------------------------------------------------------------
 
