@@ -22,25 +22,27 @@ def format_timestamp(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def view_name(record: MessageRecord, viewer: str) -> str:
-    """The ``topic_name`` a viewer sees: for a direct message, the name to reply to."""
-    pair = record.direct_pair
-    if pair is None:
-        return record.topic_name
-    first, second = pair
+def _name_for(name: str, direct_pair: tuple[str, str] | None, viewer: str) -> str:
+    """The name a viewer uses: for a direct conversation, the other user (the name to reply
+    to); a viewer outside the pair sees the stored name."""
+    if direct_pair is None:
+        return name
+    first, second = direct_pair
     if viewer == first:
         return second
     if viewer == second:
         return first
-    return record.topic_name
+    return name
+
+
+def view_name(record: MessageRecord, viewer: str) -> str:
+    """The ``topic_name`` a viewer sees on a message event."""
+    return _name_for(record.topic_name, record.direct_pair, viewer)
 
 
 def view_topic_name(topic: Topic, viewer: str) -> str:
-    """The name a viewer uses for a topic: for a direct conversation, the other user."""
-    if topic.direct_pair is None:
-        return topic.name
-    first, second = topic.direct_pair
-    return second if viewer == first else first
+    """The ``topic_name`` a viewer uses for a topic."""
+    return _name_for(topic.name, topic.direct_pair, viewer)
 
 
 def message_fields(record: MessageRecord, viewer: str, *, pending: bool) -> dict[str, Any]:
