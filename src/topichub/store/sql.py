@@ -122,6 +122,16 @@ _MESSAGE_COLUMNS = (
 )
 
 
+def _member_count() -> sa.ScalarSelect[Any]:
+    """How many members the topic of the enclosing query has (a correlated subquery)."""
+    return (
+        sa.select(sa.func.count())
+        .where(members.c.topic_id == topics.c.id)
+        .correlate(topics)
+        .scalar_subquery()
+    )
+
+
 def _select_topics() -> sa.Select[Any]:
     return sa.select(*_TOPIC_COLUMNS).select_from(
         topics.outerjoin(users, users.c.id == topics.c.owner_id)
@@ -357,12 +367,7 @@ class SqlStore(Store):
                 await conn.execute(sa.delete(names).where(names.c.name == name))
 
     async def list_topics(self, user_id: int) -> list[TopicSummary]:
-        member_count = (
-            sa.select(sa.func.count())
-            .where(members.c.topic_id == topics.c.id)
-            .correlate(topics)
-            .scalar_subquery()
-        )
+        member_count = _member_count()
         is_member = sa.exists().where(
             members.c.topic_id == topics.c.id, members.c.user_id == user_id
         )
@@ -781,12 +786,7 @@ class SqlStore(Store):
             await conn.execute(sa.delete(nodes).where(nodes.c.id == node_id))
 
     async def topic_activity(self, since_ms: int) -> list[TopicActivity]:
-        member_count = (
-            sa.select(sa.func.count())
-            .where(members.c.topic_id == topics.c.id)
-            .correlate(topics)
-            .scalar_subquery()
-        )
+        member_count = _member_count()
         recent = (
             sa.select(sa.func.count())
             .where(messages.c.topic_id == topics.c.id, messages.c.created_at >= since_ms)
