@@ -14,16 +14,23 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import Account, Backend, Harness, start_server
+from tests.e2e.sessions import (
+    Session,
+    disconnect,
+    open_ws,
+    read_events,
+    read_until_closed,
+    request,
+)
 from topichub.testing import ServerProcess, timeout
 
 # -- helpers ------------------------------------------------------------------------------
@@ -65,82 +72,6 @@ def node(tmp_path: Path, backend: Backend) -> Iterator[Node]:
 def shared(hub: Harness) -> Node:
     """The session's server, for tests that neither restart it nor need special flags."""
     return Node(hub.server, hub)
-
-
-@dataclass
-class Session:
-    """Everything one WebSocket connection of a member received."""
-
-    how: str = ""
-    hello: dict[str, Any] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    close_code: int | None = None
-    acks_sent: list[int] = field(default_factory=list)
-    acks_confirmed: list[int] = field(default_factory=list)
-
-    @property
-    def seqs(self) -> list[int]:
-        return [e["seq"] for e in self.events]
-
-    def take(self, frame: str | bytes) -> dict[str, Any]:
-        data = orjson.loads(frame)
-        assert isinstance(data, dict), data
-        if data.get("event") == "message":
-            self.events.append(data)
-        elif "result" in data:
-            self.replies.append(data)
-            if data.get("action") == "ack" and data["result"] == "ok":
-                self.acks_confirmed.append(data["seq"])
-        return data
-
-    def check_pending_prefix(self) -> None:
-        """``pending`` in ``connected`` is the number of pending:true events that open the
-        stream; everything after them is live."""
-        count = self.hello["pending"]
-        flags = [e["pending"] for e in self.events]
-        assert all(flags[:count]), (self.hello, flags[:count])
-        assert not any(flags[count:]), (self.hello, flags)
-
-
-async def open_ws(url: str, **kwargs: Any) -> tuple[ClientConnection, Session]:
-    ws = await connect(url, open_timeout=timeout(30), max_size=2**24, **kwargs)
-    session = Session()
-    session.hello = orjson.loads(await asyncio.wait_for(ws.recv(), timeout(30)))
-    assert session.hello["event"] == "connected", session.hello
-    return ws, session
-
-
-async def read_until_closed(ws: ClientConnection, session: Session) -> None:
-    """Read everything the server still sends, up to and including its close."""
-    while True:
-        try:
-            frame = await asyncio.wait_for(ws.recv(), timeout(60))
-        except ConnectionClosed:
-            break
-        session.take(frame)
-    session.close_code = ws.close_code
-
-
-async def read_events(ws: ClientConnection, session: Session, count: int) -> None:
-    """Read until ``count`` message events in all have arrived on this connection."""
-    while len(session.events) < count:
-        session.take(await asyncio.wait_for(ws.recv(), timeout(60)))
-
-
-async def request(ws: ClientConnection, session: Session, action: str, **fields: Any) -> Any:
-    ref = f"{action}-{time.monotonic_ns()}"
-    await ws.send(orjson.dumps({"action": action, "ref": ref, **fields}).decode())
-    while True:
-        data = session.take(await asyncio.wait_for(ws.recv(), timeout(60)))
-        if data.get("ref") == ref:
-            return data
-
-
-async def disconnect(ws: ClientConnection, session: Session) -> None:
-    await ws.send('{"action": "disconnect"}')
-    await read_until_closed(ws, session)
-    assert session.close_code == 1000, session.close_code
 
 
 def api_publish(node: Node, account: Account, topic: str, content: Any) -> int:

@@ -16,7 +16,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.conftest import Account, Backend, Harness, start_server
+from tests.e2e.sessions import (
+    Session,
+    disconnect,
+    open_ws,
+    read_events,
+    read_until_closed,
+    request,
+)
 from topichub.testing import ServerProcess, timeout
 
 
@@ -54,62 +62,6 @@ def run_node(tmp_path: Path, *args: str) -> Iterator[Node]:
     finally:
         harness.http.close()
         server.stop()
-
-
-@dataclass
-class Session:
-    hello: dict[str, Any] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    others: list[dict[str, Any]] = field(default_factory=list)
-    close_code: int | None = None
-
-    @property
-    def seqs(self) -> list[int]:
-        return [e["seq"] for e in self.events]
-
-    def take(self, frame: str | bytes) -> dict[str, Any]:
-        data = orjson.loads(frame)
-        assert isinstance(data, dict), data
-        (self.events if data.get("event") == "message" else self.others).append(data)
-        return data
-
-
-async def open_ws(url: str) -> tuple[ClientConnection, Session]:
-    ws = await connect(url, open_timeout=timeout(30), max_size=2**24)
-    session = Session()
-    session.hello = orjson.loads(await asyncio.wait_for(ws.recv(), timeout(30)))
-    assert session.hello["event"] == "connected", session.hello
-    return ws, session
-
-
-async def read_until_closed(ws: ClientConnection, session: Session) -> None:
-    while True:
-        try:
-            frame = await asyncio.wait_for(ws.recv(), timeout(60))
-        except ConnectionClosed:
-            break
-        session.take(frame)
-    session.close_code = ws.close_code
-
-
-async def read_events(ws: ClientConnection, session: Session, count: int) -> None:
-    while len(session.events) < count:
-        session.take(await asyncio.wait_for(ws.recv(), timeout(60)))
-
-
-async def request(ws: ClientConnection, session: Session, action: str, **fields: Any) -> Any:
-    ref = f"{action}-{os.urandom(4).hex()}"
-    await ws.send(orjson.dumps({"action": action, "ref": ref, **fields}).decode())
-    while True:
-        data = session.take(await asyncio.wait_for(ws.recv(), timeout(60)))
-        if data.get("ref") == ref:
-            return data
-
-
-async def disconnect(ws: ClientConnection, session: Session) -> None:
-    await ws.send('{"action": "disconnect"}')
-    await read_until_closed(ws, session)
-    assert session.close_code == 1000, session.close_code
 
 
 class RawClient:
