@@ -11,7 +11,6 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,6 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.backends import create_postgres_database, drop_postgres_database
 from topichub.errors import AlreadyExists
 from topichub.models import Role, TopicKind
 from topichub.store.base import AppendRequest, CursorUpdate
@@ -54,16 +52,6 @@ def head() -> str:
     current = scripts().get_current_head()
     assert current is not None
     return current
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrations.db'}"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
 
 
 @pytest.fixture

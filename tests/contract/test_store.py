@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from tests.backends import create_postgres_database, drop_postgres_database
 from topichub.errors import AlreadyExists, NotFound
 from topichub.models import Role, Topic, TopicKind, User
 from topichub.store.base import AppendRequest, CursorUpdate, Store
 from topichub.store.sql import SqlStore
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    store = SqlStore(database_url)
-    await store.start()
-    yield store
-    await store.close()
 
 
 @pytest.fixture

@@ -3,35 +3,13 @@ PostgreSQL: node heartbeats, topic activity and the pending backlog."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-
 import pytest
 
-from tests.backends import create_postgres_database, drop_postgres_database
 from topichub.models import NodeInfo, Role, Topic, TopicKind, User
 from topichub.store.base import AppendRequest, CursorUpdate, Store
-from topichub.store.sql import SqlStore, now_ms
+from topichub.store.sql import now_ms
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    store = SqlStore(database_url)
-    await store.start()
-    yield store
-    await store.close()
 
 
 def node(node_id: str, seen_at: int, connections: int = 0) -> NodeInfo:
