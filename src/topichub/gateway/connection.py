@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 INBOX_HIGH = 64  # frames waiting for their turn before the socket stops being read
 INBOX_LOW = 8
+PUBLISH_PIPELINE = 64  # publishes of one connection checked and queued, not yet committed
 
 
 class Session(Protocol):
@@ -111,6 +112,8 @@ class Connection(asyncio.Protocol):
         self._fragments: list[bytes] = []
         self._fragment_opcode = Opcode.TEXT
         self._worker: asyncio.Task[None] | None = None
+        # Publishes queued for commit, oldest first; each replies when its commit is done.
+        self._publishing: deque[asyncio.Task[None]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -124,8 +127,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
         self._timer = asyncio.get_running_loop().call_later(
             self.handshake_timeout, self._handshake_timed_out
         )
@@ -229,16 +232,33 @@ class Connection(asyncio.Protocol):
             self._worker = self._spawn(self._work())
 
     async def _work(self) -> None:
-        """Handle this connection's messages one at a time, in order."""
+        """Handle this connection's messages in order: one at a time, except that a
+        publish lets the next message in once its append is queued (up to
+        ``PUBLISH_PIPELINE`` of them waiting for their commit)."""
+        publishing = self._publishing
         try:
             while self._inbox and self.protocol.state is State.OPEN:
                 await self.session.handle_message(self, self._inbox.popleft())
+                while publishing and publishing[0].done():
+                    publishing.popleft()
+                if len(publishing) >= PUBLISH_PIPELINE:
+                    await asyncio.wait((publishing.popleft(),))
                 if self._reading_paused and len(self._inbox) <= INBOX_LOW:
                     self._reading_paused = False
                     if self.transport is not None:
                         self.transport.resume_reading()
         finally:
             self._worker = None
+
+    def pipeline_publish(self, finish: Coroutine[Any, Any, None]) -> None:
+        """Run the rest of a queued publish (wait for the commit, reply, announce)."""
+        self._publishing.append(self._spawn(finish))
+
+    async def publishes_settled(self) -> None:
+        """Wait until every publish in flight has replied, so the next reply follows."""
+        publishing = self._publishing
+        while publishing:
+            await asyncio.wait((publishing.popleft(),))
 
     # -- writing --------------------------------------------------------------------------
 

@@ -6,11 +6,13 @@ raised by the services become error replies in :meth:`Dispatcher.handle`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import assert_never
 
 from topichub.errors import TopicHubError
 from topichub.gateway.connection import Connection
+from topichub.models import MessageRecord
 from topichub.observability import Metrics
 from topichub.services import Services
 from topichub.services.messages import Published
@@ -44,7 +46,13 @@ class Dispatcher:
         self.metrics = metrics
 
     async def handle(self, conn: Connection, action: Action | BadFrame) -> None:
-        """Answer one frame with exactly one reply."""
+        """Answer one frame with exactly one reply. Replies leave in request order: a
+        publish may still be committing when the next frame is read (see
+        ``begin_publish``), so any other reply first waits for those in flight."""
+        if isinstance(action, Publish):
+            await self.begin_publish(conn, action)
+            return
+        await conn.publishes_settled()
         if isinstance(action, BadFrame):
             error = action.error
             assert isinstance(error, TopicHubError)
@@ -54,18 +62,63 @@ class Dispatcher:
             return
         try:
             reply = await self.dispatch(conn, action)
-        except TopicHubError as error:
-            self.metrics.error(error.code, error.message, f"ws {action.action}")
-            fields = {"topic_name": action.topic_name} if hasattr(action, "topic_name") else {}
-            conn.send(error_reply(action.action, action.ref, error, **fields))
-            return
-        except Exception:
-            log.exception("action %s failed", action.action)
-            self.metrics.error("internal_error", "internal error", f"ws {action.action}")
-            conn.send(error_reply(action.action, action.ref, TopicHubError()))
+        except Exception as exc:
+            self.send_error(conn, action, exc)
             return
         if reply is not None:
             conn.send(reply)
+
+    def send_error(self, conn: Connection, action: Action, exc: Exception) -> None:
+        if isinstance(exc, TopicHubError):
+            error = exc
+            self.metrics.error(error.code, error.message, f"ws {action.action}")
+        else:
+            log.error("action %s failed", action.action, exc_info=exc)
+            error = TopicHubError()
+            self.metrics.error(error.code, "internal error", f"ws {action.action}")
+        fields = {"topic_name": action.topic_name} if hasattr(action, "topic_name") else {}
+        conn.send(error_reply(action.action, action.ref, error, **fields))
+
+    async def begin_publish(self, conn: Connection, action: Publish) -> None:
+        """Check the publish and queue its append, then return without waiting for the
+        commit: the rest (``finish_publish``) runs in the connection's pipeline.
+
+        A publisher that sends several messages without waiting for each ok gets them
+        into one group commit, and the fan-out then hands every subscriber those messages
+        in one write: the batching that makes a busy topic cheap per delivery.
+        """
+        try:
+            stored = await self.services.messages.submit(
+                conn.user, action.topic_name, action.content, action.client_id
+            )
+        except Exception as exc:
+            await conn.publishes_settled()  # the error reply follows the earlier oks
+            self.send_error(conn, action, exc)
+            return
+        conn.pipeline_publish(self.finish_publish(conn, action, stored))
+
+    async def finish_publish(
+        self,
+        conn: Connection,
+        action: Publish,
+        stored: asyncio.Future[tuple[MessageRecord, bool]],
+    ) -> None:
+        try:
+            published = Published(*await stored)
+        except Exception as exc:
+            self.send_error(conn, action, exc)
+            return
+        # Written between the commit and the announcement, with no await in between: the
+        # ok precedes the publisher's own echo.
+        fields: dict[str, object] = {"topic_name": action.topic_name, "seq": published.record.seq}
+        if action.client_id is not None:
+            fields["id"] = action.client_id
+        conn.send(ok_reply(action.action, action.ref, **fields))
+        try:
+            await self.services.messages.announce(published)
+        except Exception:
+            # Stored and acknowledged: members get it from the store (pending or a fill).
+            log.exception("announcing message %s failed", published.record.seq)
 
     async def dispatch(self, conn: Connection, action: Action) -> bytes | None:
         match action:
@@ -78,8 +131,7 @@ class Dispatcher:
             case Invite():
                 return await self.handle_invite(conn, action)
             case Publish():
-                await self.handle_publish(conn, action)  # replies from inside the commit
-                return None
+                raise AssertionError("publishes are pipelined: see begin_publish")
             case ListTopics():
                 return await self.handle_list_topics(conn, action)
             case History():
@@ -112,22 +164,6 @@ class Dispatcher:
         return ok_reply(
             action.action, action.ref, topic_name=action.topic_name, username=action.username
         )
-
-    async def handle_publish(self, conn: Connection, action: Publish) -> None:
-        def reply(published: Published) -> None:
-            # Written between the commit and the fan-out: the ok precedes the echo.
-            fields: dict[str, object] = {
-                "topic_name": action.topic_name,
-                "seq": published.record.seq,
-            }
-            if action.client_id is not None:
-                fields["id"] = action.client_id
-            conn.send(ok_reply(action.action, action.ref, **fields))
-
-        await self.services.messages.publish(
-            conn.user, action.topic_name, action.content, action.client_id, on_stored=reply
-        )
-        return None
 
     async def handle_list_topics(self, conn: Connection, action: ListTopics) -> bytes:
         summaries = await self.services.topics.list(conn.user)

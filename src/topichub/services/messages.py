@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +52,22 @@ class MessageService:
         between, so the publisher's ok reply precedes its own echo (DESIGN.md data path)
         and announcements leave in the order the store committed them.
         """
+        stored = await self.submit(actor, name, content_json, client_id)
+        published = Published(*await stored)
+        if on_stored is not None:
+            on_stored(published)
+        await self.announce(published)
+        return published
+
+    async def submit(
+        self, actor: User, name: str, content_json: str, client_id: str | int | None
+    ) -> asyncio.Future[tuple[MessageRecord, bool]]:
+        """The first half of a publish: check it, and queue the append.
+
+        Returns once the append is queued, not committed, so one connection can keep
+        several publishes in flight and they share a group commit; the future resolves
+        after the commit, in submission order. Raises what makes the publish refused.
+        """
         check_content_size(content_json, self.max_message_bytes)
         self.limiter.check(actor.id)
         topic = await self.topics.conversation(actor, name)
@@ -59,7 +76,7 @@ class MessageService:
             if not policy.may_publish(await self.store.get_membership(topic.id, actor.id)):
                 raise NotAMember(f"subscribe to {name!r} before publishing to it")
             lookups.remember_member(topic.id, actor.id, actor.username)
-        record, duplicate = await self.store.append(
+        return self.store.submit(
             AppendRequest(
                 topic,
                 actor.id,
@@ -68,12 +85,11 @@ class MessageService:
                 None if client_id is None else str(client_id),
             )
         )
-        published = Published(record, duplicate)
-        if on_stored is not None:
-            on_stored(published)
-        if not duplicate:
-            await self.broker.publish(MessagePublished(record))
-        return published
+
+    async def announce(self, published: Published) -> None:
+        """The second half: tell every member (through the broker) of a new message."""
+        if not published.duplicate:
+            await self.broker.publish(MessagePublished(published.record))
 
     async def readable(self, actor: User, name: str) -> Topic:
         topic = await self.topics.conversation(actor, name)

@@ -9,6 +9,7 @@ not send. Cursors only move forward.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,13 +127,19 @@ class Store(ABC):
     # -- the log --------------------------------------------------------------------------
 
     @abstractmethod
-    async def append(self, request: AppendRequest) -> tuple[MessageRecord, bool]:
-        """Append durably and return the stored record once committed.
+    def submit(self, request: AppendRequest) -> asyncio.Future[tuple[MessageRecord, bool]]:
+        """Queue an append; the future resolves with the stored record once committed.
 
         The second value is True when ``client_id`` was already used by this sender in this
         topic: the message was not stored again and the first record is returned.
-        Concurrent appends may share one transaction (group commit).
+        Concurrent appends may share one transaction (group commit). Futures resolve in the
+        order they were submitted, so a caller that keeps several appends in flight (a
+        pipelining publisher) sees its commits, and sends its replies, in order.
         """
+
+    async def append(self, request: AppendRequest) -> tuple[MessageRecord, bool]:
+        """Append durably and return the stored record once committed (see ``submit``)."""
+        return await self.submit(request)
 
     @abstractmethod
     async def history(

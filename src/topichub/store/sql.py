@@ -467,14 +467,14 @@ class SqlStore(Store):
 
     # -- the log --------------------------------------------------------------------------
 
-    async def append(self, request: AppendRequest) -> tuple[MessageRecord, bool]:
+    def submit(self, request: AppendRequest) -> asyncio.Future[tuple[MessageRecord, bool]]:
         if self._writer_task is None:
             raise Unavailable("the store is not running")
         future: asyncio.Future[tuple[MessageRecord, bool]] = (
             asyncio.get_running_loop().create_future()
         )
         self._queue.put_nowait((request, future))
-        return await future
+        return future
 
     async def _write_loop(self) -> None:
         while True:
