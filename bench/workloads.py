@@ -82,6 +82,12 @@ class Context:
             job["profile"] = str(out)
             self.profiles.append(out)
 
+    def profile_job(self, label: str) -> dict[str, Any]:
+        """The job fields that ask for a profile (see ``profile_to``)."""
+        job: dict[str, Any] = {}
+        self.profile_to(job, label)
+        return job
+
     def fresh_dir(self, label: str) -> Path:
         self._count += 1
         path = self.workdir / f"{self._count:02d}-{label}"
@@ -227,6 +233,8 @@ def _fanout_rows(server_name: str, subscribers: int, result: dict[str, Any]) -> 
             text=f"{median(_values(result, 'others_on_server_core_pct')):.0f} / "
             f"{median(_values(result, 'others_on_loadgen_core_pct')):.0f}",
         ),
+        Row(w, case, "CPU µs/delivery at 20% rate", _values(result, "us_per_delivery_at_rate")),
+        Row(w, case, "  of which kernel µs", _values(result, "us_kernel_per_delivery_at_rate")),
         Row(w, case, "p50 ms at 20% rate", _values(result, "p50_ms")),
         Row(
             w,
@@ -460,6 +468,7 @@ def replay(ctx: Context) -> list[Row]:
                         "expected": per_topic * len(topics),
                         "per_topic": per_topic,
                         "topics": len(topics),
+                        **ctx.profile_job(f"replay-{reader}"),
                     },
                     300,
                 )
@@ -535,6 +544,7 @@ def connections(ctx: Context) -> list[Row]:
                         "source_ips": source_ips,
                         "token_file": token_file,
                         "settle": 0.5 if c.quick else 2.0,
+                        **ctx.profile_job(f"connections-run{run + 1}"),
                     },
                     300,
                 )

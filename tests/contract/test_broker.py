@@ -85,7 +85,7 @@ def record(seq: int, topic_id: int = 7, content: str = '{"n": 1}') -> MessageRec
 async def test_events_reach_every_node_once_and_the_publisher_first(nodes) -> None:
     a, b, c = await nodes(), await nodes(), await nodes()
     event = MessagePublished(record(1))
-    await a.broker.publish(event)
+    a.broker.publish(event)
     assert a.events == [event]  # delivered locally before publish() returned
     for node in (b, c):
         assert await node.wait_for(1) == [event]
@@ -107,14 +107,14 @@ async def test_every_event_type_round_trips(nodes) -> None:
         UserDeleted("carol"),
     ]
     for event in events:
-        await a.broker.publish(event)
+        a.broker.publish(event)
     assert await b.wait_for(len(events)) == events
 
 
 async def test_order_from_one_publisher_is_kept(nodes) -> None:
     a, b = await nodes(), await nodes()
     for seq in range(1, 501):
-        await a.broker.publish(MessagePublished(record(seq)))
+        a.broker.publish(MessagePublished(record(seq)))
     received = await b.wait_for(500)
     assert [e.record.seq for e in received] == list(range(1, 501))  # type: ignore[union-attr]
 
@@ -126,7 +126,7 @@ async def test_ping_and_close(nodes) -> None:
     with pytest.raises(Unavailable):
         await a.broker.ping()
     with pytest.raises(Unavailable):
-        await a.broker.publish(TopicDeleted(1))
+        a.broker.publish(TopicDeleted(1))
 
 
 async def test_buses_are_isolated(nodes, bus_url: str) -> None:
@@ -136,7 +136,7 @@ async def test_buses_are_isolated(nodes, bus_url: str) -> None:
         else redis_channel_url()
     )
     a, b = await nodes(), await nodes(other_url)
-    await a.broker.publish(TopicDeleted(1))
+    a.broker.publish(TopicDeleted(1))
     await asyncio.sleep(0.3)
     assert b.events == []
 
@@ -149,7 +149,7 @@ async def test_redis_broker_recovers_after_its_connection_drops() -> None:
     a = await Node(open_broker(proxied)).start()
     b = await Node(open_broker(url)).start()
     try:
-        await a.broker.publish(TopicDeleted(1))
+        a.broker.publish(TopicDeleted(1))
         await b.wait_for(1)
 
         proxy.cut()  # a loses Redis; new connections are refused
@@ -159,7 +159,7 @@ async def test_redis_broker_recovers_after_its_connection_drops() -> None:
                 await asyncio.sleep(0.1)
         # Publishing while cut is not an error (the store has the message) and still
         # reaches the local node.
-        await a.broker.publish(TopicDeleted(2))
+        a.broker.publish(TopicDeleted(2))
         assert a.events[-1] == TopicDeleted(2)
 
         proxy.restore()
@@ -171,10 +171,10 @@ async def test_redis_broker_recovers_after_its_connection_drops() -> None:
         # What a published during the outage was kept and sent on reconnect.
         assert (await b.wait_for(2))[1] == TopicDeleted(2)
         await a.broker.ping()
-        await b.broker.publish(TopicDeleted(3))
+        b.broker.publish(TopicDeleted(3))
         await a.wait_for(3)
         assert a.events[-1] == TopicDeleted(3)
-        await a.broker.publish(TopicDeleted(4))
+        a.broker.publish(TopicDeleted(4))
         assert (await b.wait_for(4))[-1] == TopicDeleted(4)
         assert b.events == [TopicDeleted(n) for n in (1, 2, 3, 4)]
     finally:

@@ -115,6 +115,34 @@ async def test_cursors_and_pending_ranges(store: Store) -> None:
     assert [(r.count) for r in ranges] == [1]
 
 
+async def test_cursor_batches_move_many_members_forward_never_back(store: Store) -> None:
+    """A flush groups members at the same (topic, seq) into one statement; every member
+    still moves on its own terms: forward only, and only its own row."""
+    owner = await user(store, "owner")
+    news = await store.create_topic("news", TopicKind.PUBLIC, owner.id)
+    sport = await store.create_topic("sport", TopicKind.PUBLIC, owner.id)
+    readers = [await user(store, f"r{n}") for n in range(6)]
+    for topic in (news, sport):
+        for reader in readers:
+            await store.add_member(topic.id, reader.id, Role.MEMBER)
+        for n in range(10):
+            await store.append(request(topic, owner, str(n)))
+    await store.advance_cursors([CursorUpdate(readers[0].id, news.id, 9)])
+    await store.advance_cursors(
+        [CursorUpdate(r.id, news.id, 5) for r in readers[:4]]  # r0 is ahead: stays at 9
+        + [CursorUpdate(readers[4].id, news.id, 7)]  # a single
+        + [CursorUpdate(r.id, sport.id, 3) for r in readers[1:3]]  # other topic, same users
+    )
+
+    async def cursor(topic: Topic, reader: User) -> int:
+        membership = await store.get_membership(topic.id, reader.id)
+        assert membership is not None
+        return membership.delivered_seq
+
+    assert [await cursor(news, r) for r in readers] == [9, 5, 5, 5, 7, 0]
+    assert [await cursor(sport, r) for r in readers] == [0, 3, 3, 0, 0, 0]
+
+
 async def test_history_paging(store: Store) -> None:
     alice = await user(store, "alice")
     topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)

@@ -62,8 +62,12 @@ class Broker(ABC):
         connection to other nodes), so the node can catch up from the store."""
 
     @abstractmethod
-    async def publish(self, event: BrokerEvent) -> None:
-        """Hand the event to this node's handler at once, then to the other nodes."""
+    def publish(self, event: BrokerEvent) -> None:
+        """Hand the event to this node's handler at once, and queue it for the other nodes.
+
+        Never waits: events to other nodes leave in publish order, in batches, from the
+        broker's own sender (a publisher must not wait on the network, and a burst of
+        publishes costs one round trip). Raises ``Unavailable`` once the broker is closed."""
 
     @abstractmethod
     async def ping(self) -> None:

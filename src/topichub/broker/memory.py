@@ -35,7 +35,7 @@ class MemoryBroker(Broker):
         self._handler = handler
         self._bus.members.append(self)
 
-    async def publish(self, event: BrokerEvent) -> None:
+    def publish(self, event: BrokerEvent) -> None:
         if self._handler is None:
             raise Unavailable("the broker is not running")
         self._handler(event)  # this node first

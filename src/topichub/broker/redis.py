@@ -7,6 +7,9 @@ whatever it may have missed (the log makes this safe). A publish while Redis is 
 not an error for the publisher (the message is already stored): the event is kept and sent
 on reconnect, so members on other nodes get it without waiting for their next message.
 
+Publishing never waits on Redis: events queue in an outbox that one sender task drains in
+order, many events per round trip (a pipeline of PUBLISH commands).
+
 URL: ``redis://host:port/db?channel=NAME`` (channel defaults to ``topichub``).
 """
 
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 2.0
 PUBLISH_TIMEOUT = 1.0
+SEND_BATCH = 512  # events per round trip to Redis
 BACKLOG = 10_000  # events kept while Redis is away; past that, nodes re-read the store
 
 
@@ -53,9 +57,12 @@ class RedisBroker(Broker):
         self._resync: ResyncHandler | None = None
         self._client: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
-        self._backlog: deque[BrokerEvent] = deque(maxlen=BACKLOG)
-        self._backlog_overflowed = False
+        # Events not yet sent to Redis, oldest first (kept through an outage).
+        self._outbox: deque[BrokerEvent] = deque()
+        self._outbox_overflowed = False
+        self._wake_sender = asyncio.Event()
 
     async def start(self, handler: EventHandler, resync: ResyncHandler | None = None) -> None:
         self._handler = handler
@@ -64,6 +71,7 @@ class RedisBroker(Broker):
             self.url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=5
         )
         self._listener = asyncio.create_task(self._listen(), name="redis-broker")
+        self._sender = asyncio.create_task(self._send(), name="redis-broker-sender")
         # Start only once subscribed, so no event published after start() is missed.
         await asyncio.wait_for(self._subscribed.wait(), timeout=10)
 
@@ -115,36 +123,51 @@ class RedisBroker(Broker):
     async def _recover(self) -> None:
         """Back after an outage: send what could not be sent, then catch up ourselves."""
         log.warning("redis broker reconnected; re-syncing from the store")
-        backlog, self._backlog = list(self._backlog), deque(maxlen=BACKLOG)
-        overflowed, self._backlog_overflowed = self._backlog_overflowed, False
-        assert self._client is not None
-        for event in backlog:
-            await self._client.publish(self.channel, encode_event(self.node_id, event))
-        if overflowed:
-            # Too much was missed to replay: every node re-reads the store instead.
-            await self._client.publish(self.channel, encode_event(self.node_id, Resync()))
+        self._wake_sender.set()
         if self._resync is not None:
             self._resync()
 
-    async def publish(self, event: BrokerEvent) -> None:
+    def publish(self, event: BrokerEvent) -> None:
         if self._handler is None or self._client is None:
             raise Unavailable("the broker is not running")
         self._handler(event)
-        if self.connected:
-            try:
-                await asyncio.wait_for(
-                    self._client.publish(self.channel, encode_event(self.node_id, event)),
-                    PUBLISH_TIMEOUT,
-                )
-                return
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("redis publish failed (%s); kept for the reconnect", exc)
-        # Stored already: keep it for the other nodes until Redis is back, never block
-        # the publisher on an outage.
-        self.publish_errors += 1
-        if len(self._backlog) == BACKLOG:
-            self._backlog_overflowed = True
-        self._backlog.append(event)
+        if len(self._outbox) < BACKLOG:
+            self._outbox.append(event)
+        else:
+            self._outbox_overflowed = True  # the other nodes will re-read the store
+        if not self.connected:
+            self.publish_errors += 1  # stored already: kept for the reconnect
+        self._wake_sender.set()
+
+    async def _send(self) -> None:
+        """Drain the outbox in order, a pipeline of up to SEND_BATCH events at a time; an
+        event leaves the outbox only once Redis took it."""
+        assert self._client is not None
+        while True:
+            await self._wake_sender.wait()
+            self._wake_sender.clear()
+            while self._outbox and self.connected:
+                batch = [self._outbox[i] for i in range(min(SEND_BATCH, len(self._outbox)))]
+                try:
+                    pipe = self._client.pipeline(transaction=False)
+                    for event in batch:
+                        pipe.publish(self.channel, encode_event(self.node_id, event))
+                    await asyncio.wait_for(pipe.execute(), PUBLISH_TIMEOUT)
+                except (RedisError, OSError, TimeoutError) as exc:
+                    log.warning("redis publish failed (%s); kept for the reconnect", exc)
+                    self.publish_errors += len(batch)
+                    await asyncio.sleep(0.1)
+                    continue
+                for _ in batch:
+                    self._outbox.popleft()
+            if self._outbox_overflowed and self.connected and not self._outbox:
+                # Too much was kept back to replay: every node re-reads the store instead.
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await asyncio.wait_for(
+                        self._client.publish(self.channel, encode_event(self.node_id, Resync())),
+                        PUBLISH_TIMEOUT,
+                    )
+                    self._outbox_overflowed = False
 
     def stats(self) -> dict[str, int]:
         return {
@@ -162,10 +185,17 @@ class RedisBroker(Broker):
             raise Unavailable(f"redis: {exc}") from exc
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        # What is queued still goes out (a graceful stop loses no event), unless Redis is
+        # away: then the other nodes catch up from the store when they notice.
+        for _ in range(int(PUBLISH_TIMEOUT / 0.01)):
+            if not (self._outbox and self.connected):
+                break
+            await asyncio.sleep(0.01)
+        for task in (self._sender, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._client is not None:
             await self._client.aclose()
             self._client = None

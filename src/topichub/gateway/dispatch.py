@@ -68,7 +68,7 @@ class Dispatcher:
         if reply is not None:
             conn.send(reply)
 
-    def send_error(self, conn: Connection, action: Action, exc: Exception) -> None:
+    def send_error(self, conn: Connection, action: Action, exc: BaseException) -> None:
         if isinstance(exc, TopicHubError):
             error = exc
             self.metrics.error(error.code, error.message, f"ws {action.action}")
@@ -81,7 +81,7 @@ class Dispatcher:
 
     async def begin_publish(self, conn: Connection, action: Publish) -> None:
         """Check the publish and queue its append, then return without waiting for the
-        commit: the rest (``finish_publish``) runs in the connection's pipeline.
+        commit: ``finish_publish`` runs when the commit is done.
 
         A publisher that sends several messages without waiting for each ok gets them
         into one group commit, and the fan-out then hands every subscriber those messages
@@ -95,30 +95,24 @@ class Dispatcher:
             await conn.publishes_settled()  # the error reply follows the earlier oks
             self.send_error(conn, action, exc)
             return
-        conn.pipeline_publish(self.finish_publish(conn, action, stored))
+        conn.pipeline_publish(stored, lambda done: self.finish_publish(conn, action, done))
 
-    async def finish_publish(
-        self,
-        conn: Connection,
-        action: Publish,
-        stored: asyncio.Future[tuple[MessageRecord, bool]],
+    def finish_publish(
+        self, conn: Connection, action: Publish, stored: asyncio.Future[tuple[MessageRecord, bool]]
     ) -> None:
-        try:
-            published = Published(*await stored)
-        except Exception as exc:
+        """Reply, then announce: the ok precedes the publisher's own echo. Commits resolve
+        in submission order, so the replies of one connection leave in request order."""
+        if stored.cancelled():
+            return
+        if (exc := stored.exception()) is not None:
             self.send_error(conn, action, exc)
             return
-        # Written between the commit and the announcement, with no await in between: the
-        # ok precedes the publisher's own echo.
+        published = Published(*stored.result())
         fields: dict[str, object] = {"topic_name": action.topic_name, "seq": published.record.seq}
         if action.client_id is not None:
             fields["id"] = action.client_id
         conn.send(ok_reply(action.action, action.ref, **fields))
-        try:
-            await self.services.messages.announce(published)
-        except Exception:
-            # Stored and acknowledged: members get it from the store (pending or a fill).
-            log.exception("announcing message %s failed", published.record.seq)
+        self.services.messages.announce(published)
 
     async def dispatch(self, conn: Connection, action: Action) -> bytes | None:
         match action:

@@ -233,13 +233,13 @@ class Gateway:
                     exclude_sender_id=user.id,
                     limit=REPLAY_PAGE,
                 )
-                for record in records:
-                    event = message_event(record, user.username, pending=True)
-                    if not await conn.send_replay(pending.topic.id, record.seq, event):
+                if records:
+                    events = [message_event(r, user.username, pending=True) for r in records]
+                    if not await conn.send_replay(pending.topic.id, records[-1].seq, events):
                         # Closing mid-replay: the cursor covers only what was written.
                         self.metrics.replayed.inc(replayed)
                         return
-                    replayed += 1
+                    replayed += len(records)
                 if len(records) < REPLAY_PAGE:
                     break
                 after = records[-1].seq

@@ -56,7 +56,7 @@ class MessageService:
         published = Published(*await stored)
         if on_stored is not None:
             on_stored(published)
-        await self.announce(published)
+        self.announce(published)
         return published
 
     async def submit(
@@ -86,10 +86,10 @@ class MessageService:
             )
         )
 
-    async def announce(self, published: Published) -> None:
+    def announce(self, published: Published) -> None:
         """The second half: tell every member (through the broker) of a new message."""
         if not published.duplicate:
-            await self.broker.publish(MessagePublished(published.record))
+            self.broker.publish(MessagePublished(published.record))
 
     async def readable(self, actor: User, name: str) -> Topic:
         topic = await self.topics.conversation(actor, name)

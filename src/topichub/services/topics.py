@@ -55,7 +55,7 @@ class TopicService:
         check_name(name, "topic_name")
         kind = TopicKind.PRIVATE if is_private else TopicKind.PUBLIC
         topic = await self.store.create_topic(name, kind, actor.id)
-        await self.broker.publish(MembershipChanged(topic.id, topic.name, actor.username, True))
+        self.broker.publish(MembershipChanged(topic.id, topic.name, actor.username, True))
         return topic
 
     async def subscribe(self, actor: User, name: str) -> Topic:
@@ -64,14 +64,14 @@ class TopicService:
         if not policy.may_subscribe(topic, membership):
             raise Forbidden(f"{name!r} is private: ask a member to invite you")
         if membership is None and await self.store.add_member(topic.id, actor.id, Role.MEMBER):
-            await self.broker.publish(MembershipChanged(topic.id, topic.name, actor.username, True))
+            self.broker.publish(MembershipChanged(topic.id, topic.name, actor.username, True))
         return topic
 
     async def unsubscribe(self, actor: User, name: str) -> Topic:
         topic = await self.get(name)
         if not await self.store.remove_member(topic.id, actor.id):
             raise NotAMember(f"you are not a member of {name!r}")
-        await self.broker.publish(MembershipChanged(topic.id, topic.name, actor.username, False))
+        self.broker.publish(MembershipChanged(topic.id, topic.name, actor.username, False))
         return topic
 
     async def invite(self, actor: User, name: str, username: str) -> Topic:
@@ -83,7 +83,7 @@ class TopicService:
             raise NotAMember(f"only members of {name!r} may invite")
         if not await self.store.add_member(topic.id, invitee.id, Role.MEMBER):
             raise AlreadyMember(f"{username!r} is already a member of {name!r}")
-        await self.broker.publish(
+        self.broker.publish(
             MembershipChanged(topic.id, topic.name, invitee.username, True, actor.username)
         )
         return topic
@@ -98,7 +98,7 @@ class TopicService:
             raise Forbidden("only the owner or an admin may remove another member")
         if not await self.store.remove_member(topic.id, target.id):
             raise NotAMember(f"{username!r} is not a member of {name!r}")
-        await self.broker.publish(MembershipChanged(topic.id, topic.name, target.username, False))
+        self.broker.publish(MembershipChanged(topic.id, topic.name, target.username, False))
         return topic
 
     async def list(self, actor: User) -> list[TopicSummary]:
@@ -127,4 +127,4 @@ class TopicService:
         if not policy.may_delete_topic(topic, membership, actor):
             raise Forbidden("only the owner or an admin may delete a topic")
         await self.store.delete_topic(topic.id)
-        await self.broker.publish(TopicDeleted(topic.id))
+        self.broker.publish(TopicDeleted(topic.id))

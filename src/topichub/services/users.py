@@ -75,4 +75,4 @@ class UserService:
         if not policy.may_delete_user(actor, target):
             raise Forbidden("only an admin may delete another user")
         await self.store.delete_user(target.id)
-        await self.broker.publish(UserDeleted(target.username))
+        self.broker.publish(UserDeleted(target.username))

@@ -49,6 +49,7 @@ from topichub.store.schema import members, messages, names, nodes, topics, users
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+CURSOR_CHUNK = 5000  # user ids per UPDATE ... IN (well under any bound-parameter limit)
 # Serialises migrations of nodes starting at once on one PostgreSQL database.
 MIGRATION_LOCK_ID = 0x70C1C4B
 
@@ -121,6 +122,17 @@ _MESSAGE_COLUMNS = (
     messages.c.created_at,
 )
 
+# One member's cursor moves forward, never back (executed with many parameter sets).
+_ADVANCE_ONE_CURSOR = (
+    sa.update(members)
+    .where(
+        members.c.topic_id == sa.bindparam("t_id"),
+        members.c.user_id == sa.bindparam("u_id"),
+        members.c.delivered_seq < sa.bindparam("new_seq"),
+    )
+    .values(delivered_seq=sa.bindparam("new_seq"))
+)
+
 
 def _member_count() -> sa.ScalarSelect[Any]:
     """How many members the topic of the enclosing query has (a correlated subquery)."""
@@ -136,6 +148,59 @@ def _select_topics() -> sa.Select[Any]:
     return sa.select(*_TOPIC_COLUMNS).select_from(
         topics.outerjoin(users, users.c.id == topics.c.owner_id)
     )
+
+
+# Statements of the connect path, built once: SQLAlchemy then computes each one's cache key
+# once too, instead of on every connection (a visible cost at thousands of connects).
+_USER_BY_NAME = sa.select(users).where(users.c.username == sa.bindparam("username"))
+_USER_TOPICS = _select_topics().where(
+    topics.c.id.in_(
+        sa.select(members.c.topic_id).where(members.c.user_id == sa.bindparam("user_id"))
+    )
+)
+# Per topic of the user with messages past the cursor: the range, and how many in it the
+# user did not send (one snapshot).
+_UNSEEN = (
+    sa.select(sa.func.count())
+    .where(
+        messages.c.topic_id == members.c.topic_id,
+        messages.c.seq > members.c.delivered_seq,
+        messages.c.seq <= topics.c.last_seq,
+        messages.c.sender_id != sa.bindparam("user_id"),
+    )
+    .correlate(members, topics)
+    .scalar_subquery()
+)
+_PENDING_RANGES = (
+    sa.select(
+        *_TOPIC_COLUMNS,
+        topics.c.trimmed_seq,
+        members.c.delivered_seq,
+        _UNSEEN.label("unseen"),
+    )
+    .select_from(
+        members.join(topics, topics.c.id == members.c.topic_id).outerjoin(
+            users, users.c.id == topics.c.owner_id
+        )
+    )
+    .where(
+        members.c.user_id == sa.bindparam("user_id"),
+        topics.c.last_seq > members.c.delivered_seq,
+    )
+    .order_by(topics.c.id)
+)
+
+_READ_RANGE = (
+    sa.select(*_MESSAGE_COLUMNS)
+    .where(
+        messages.c.topic_id == sa.bindparam("topic_id"),
+        messages.c.seq > sa.bindparam("after"),
+        messages.c.seq <= sa.bindparam("upto"),
+    )
+    .order_by(messages.c.seq)
+    .limit(sa.bindparam("limit"))
+)
+_READ_RANGE_OF_OTHERS = _READ_RANGE.where(messages.c.sender_id != sa.bindparam("sender_id"))
 
 
 class SqlStore(Store):
@@ -239,7 +304,7 @@ class SqlStore(Store):
 
     async def get_user(self, username: str) -> User | None:
         async with self._read() as conn:
-            row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
+            row = (await conn.execute(_USER_BY_NAME, {"username": username})).first()
         return _user(row) if row else None
 
     async def get_user_by_id(self, user_id: int) -> User | None:
@@ -458,11 +523,8 @@ class SqlStore(Store):
         return [(row.username, Role(row.role)) for row in rows]
 
     async def user_topics(self, user_id: int) -> list[Topic]:
-        query = _select_topics().where(
-            topics.c.id.in_(sa.select(members.c.topic_id).where(members.c.user_id == user_id))
-        )
         async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(_USER_TOPICS, {"user_id": user_id})).all()
         return [_topic(row) for row in rows]
 
     # -- the log --------------------------------------------------------------------------
@@ -636,34 +698,8 @@ class SqlStore(Store):
         return [_record(topic, row) for row in rows]
 
     async def pending_ranges(self, user_id: int) -> list[PendingRange]:
-        unseen = (
-            sa.select(sa.func.count())
-            .where(
-                messages.c.topic_id == members.c.topic_id,
-                messages.c.seq > members.c.delivered_seq,
-                messages.c.seq <= topics.c.last_seq,
-                messages.c.sender_id != user_id,
-            )
-            .correlate(members, topics)
-            .scalar_subquery()
-        )
-        query = (
-            sa.select(
-                *_TOPIC_COLUMNS,
-                topics.c.trimmed_seq,
-                members.c.delivered_seq,
-                unseen.label("unseen"),
-            )
-            .select_from(
-                members.join(topics, topics.c.id == members.c.topic_id).outerjoin(
-                    users, users.c.id == topics.c.owner_id
-                )
-            )
-            .where(members.c.user_id == user_id, topics.c.last_seq > members.c.delivered_seq)
-            .order_by(topics.c.id)
-        )
         async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(_PENDING_RANGES, {"user_id": user_id})).all()
         ranges = []
         for row in rows:
             lost = max(0, row.trimmed_seq - row.delivered_seq)
@@ -683,14 +719,18 @@ class SqlStore(Store):
     async def read_range(
         self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
     ) -> list[MessageRecord]:
-        query = sa.select(*_MESSAGE_COLUMNS).where(
-            messages.c.topic_id == topic.id, messages.c.seq > after, messages.c.seq <= upto
-        )
+        params = {"topic_id": topic.id, "after": after, "upto": upto, "limit": limit}
+        statement = _READ_RANGE
         if exclude_sender_id is not None:
-            query = query.where(messages.c.sender_id != exclude_sender_id)
+            statement, params["sender_id"] = _READ_RANGE_OF_OTHERS, exclude_sender_id
         async with self._read() as conn:
-            rows = (await conn.execute(query.order_by(messages.c.seq).limit(limit))).all()
-        return [_record(topic, row) for row in rows]
+            rows = (await conn.execute(statement, params)).all()
+        # Positional unpacking: a pending replay reads 100,000s of rows through here.
+        topic_id, name, pair = topic.id, topic.name, topic.direct_pair
+        return [
+            MessageRecord(topic_id, name, seq, sender, content, created, client_id, pair)
+            for seq, sender, content, client_id, created in rows
+        ]
 
     async def trim(self, *, keep_last: int, older_than_ms: int | None) -> int:
         removed = 0
@@ -729,18 +769,30 @@ class SqlStore(Store):
     async def advance_cursors(self, updates: Sequence[CursorUpdate]) -> None:
         if not updates:
             return
-        statement = (
-            sa.update(members)
-            .where(
-                members.c.topic_id == sa.bindparam("t_id"),
-                members.c.user_id == sa.bindparam("u_id"),
-                members.c.delivered_seq < sa.bindparam("new_seq"),
-            )
-            .values(delivered_seq=sa.bindparam("new_seq"))
-        )
-        params = [{"t_id": u.topic_id, "u_id": u.user_id, "new_seq": u.seq} for u in updates]
+        # Members of a busy topic usually got the same last seq: one UPDATE ... IN per
+        # (topic, seq) instead of one row each keeps a flush of thousands cheap.
+        users_at: dict[tuple[int, int], list[int]] = {}
+        for update in updates:
+            users_at.setdefault((update.topic_id, update.seq), []).append(update.user_id)
+        singles = [
+            {"t_id": topic_id, "u_id": user_ids[0], "new_seq": seq}
+            for (topic_id, seq), user_ids in users_at.items()
+            if len(user_ids) == 1
+        ]
         async with self._write() as conn:
-            await conn.execute(statement, params)
+            for (topic_id, seq), user_ids in users_at.items():
+                for start in range(0, len(user_ids) if len(user_ids) > 1 else 0, CURSOR_CHUNK):
+                    await conn.execute(
+                        sa.update(members)
+                        .where(
+                            members.c.topic_id == topic_id,
+                            members.c.user_id.in_(user_ids[start : start + CURSOR_CHUNK]),
+                            members.c.delivered_seq < seq,
+                        )
+                        .values(delivered_seq=seq)
+                    )
+            if singles:
+                await conn.execute(_ADVANCE_ONE_CURSOR, singles)
 
     # -- nodes and the admin view ---------------------------------------------------------
 

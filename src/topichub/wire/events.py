@@ -6,6 +6,7 @@ bytes go to every socket; the content is spliced in as the publisher's JSON text
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +19,13 @@ from topichub.wire.actions import Ref
 
 def format_timestamp(ms: int) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z`` suffix."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{_second(ms // 1000)}{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    # Messages come in bursts within a second: format each second once, not each message.
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def _name_for(name: str, direct_pair: tuple[str, str] | None, viewer: str) -> str:
