@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class TopicKind(enum.StrEnum):
@@ -62,12 +63,13 @@ class TopicSummary:
     member: bool
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
+class MessageRecord(NamedTuple):
     """One message of a topic's log, as stored.
 
     ``content`` is the JSON text of the content, kept as text from the publisher's frame to
-    every socket so it is never decoded and re-encoded per recipient.
+    every socket so it is never decoded and re-encoded per recipient. A named tuple rather
+    than a frozen dataclass: just as immutable, and several times cheaper to build, which
+    a pending replay of 100,000s of messages feels.
     """
 
     topic_id: int

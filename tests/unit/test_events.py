@@ -24,6 +24,7 @@ from topichub.wire.events import (
     format_timestamp,
     invited_event,
     message_event,
+    message_events,
     message_fields,
     ok_reply,
     topic_summary,
@@ -174,6 +175,29 @@ def test_message_fields_match_the_encoded_event() -> None:
     record = topic_record()
     fields = message_fields(record, "x", pending=True)
     assert orjson.dumps(fields) == message_event(record, "x", pending=True)
+
+
+@pytest.mark.parametrize("pending", [True, False])
+@pytest.mark.parametrize("viewer", ["x", "omar", "diego", "ñandú"])
+def test_a_page_of_events_is_byte_for_byte_the_single_encoding(viewer: str, pending: bool) -> None:
+    """The replay's page encoder splices bytes by hand: it must equal message_event."""
+    topic_page = [
+        topic_record(seq=n, content=content, sender=sender, sent_at_ms=stamp)
+        for n, (content, sender, stamp) in enumerate(
+            [
+                ('"hola"', "diego", 0),
+                ('{"b":1,"a":[null,"\\u00e9"]}', "ñandú", ms(2026, 11, 27, 23, 59, 59, 999)),
+                ("12.5e3", 'quo"te', ms(2031, 1, 1)),
+                ("[]", "diego", 1),
+            ],
+            start=1,
+        )
+    ]
+    direct_page = [direct_record(sender="omar"), direct_record(sender="diego")]
+    for page in (topic_page, direct_page):
+        expected = [message_event(r, viewer, pending=pending) for r in page]
+        assert message_events(page, viewer, pending=pending) == expected
+    assert message_events([], viewer, pending=pending) == []
 
 
 # -- direct messages: topic_name is the name to reply to -------------------------------------

@@ -29,7 +29,7 @@ from topichub.wire.actions import BadFrame, Disconnect
 from topichub.wire.codec import decode_action
 from topichub.wire.events import (
     connected_event,
-    message_event,
+    message_events,
     messages_lost_event,
     view_topic_name,
 )
@@ -234,7 +234,7 @@ class Gateway:
                     limit=REPLAY_PAGE,
                 )
                 if records:
-                    events = [message_event(r, user.username, pending=True) for r in records]
+                    events = message_events(records, user.username, pending=True)
                     if not await conn.send_replay(pending.topic.id, records[-1].seq, events):
                         # Closing mid-replay: the cursor covers only what was written.
                         self.metrics.replayed.inc(replayed)

@@ -68,6 +68,35 @@ def message_event(record: MessageRecord, viewer: str, *, pending: bool = False) 
     return orjson.dumps(message_fields(record, viewer, pending=pending))
 
 
+def message_events(records: list[MessageRecord], viewer: str, *, pending: bool) -> list[bytes]:
+    """``message_event`` for a page of one topic's records (a pending replay): the same
+    bytes, with what the page shares (the name as the viewer sees it, the flags) encoded
+    once and the rest spliced in per record."""
+    if not records:
+        return []
+    first = records[0]
+    head = b'{"event":"message","topic_name":' + orjson.dumps(view_name(first, viewer))
+    tail = b'","direct":%s,"pending":%s}' % (
+        b"true" if first.direct_pair is not None else b"false",
+        b"true" if pending else b"false",
+    )
+    return [
+        b"".join(
+            (
+                head,
+                b',"from":',
+                orjson.dumps(r.sender),
+                b',"content":',
+                r.content.encode(),
+                b',"seq":%d,"sent_at":"' % r.seq,
+                format_timestamp(r.sent_at_ms).encode(),
+                tail,
+            )
+        )
+        for r in records
+    ]
+
+
 def connected_event(username: str, pending: int) -> bytes:
     return orjson.dumps({"event": "connected", "username": username, "pending": pending})
 
