@@ -210,7 +210,7 @@ class SqlStore(Store):
         if self.dialect == "sqlite":
             self._prepare_sqlite_dir(url)
             self._writer_engine = create_async_engine(async_url, pool_size=1, max_overflow=0)
-            self._reader_engine = create_async_engine(async_url, pool_size=4, max_overflow=4)
+            self._reader_engine = create_async_engine(async_url, pool_size=8, max_overflow=0)
             for engine in (self._writer_engine, self._reader_engine):
                 event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:
