@@ -105,7 +105,7 @@ class Connection(asyncio.Protocol):
         self.final_flush: asyncio.Future[None] | None = None
         self.on_slow: Callable[[], None] | None = None
         self._out: list[bytes] = []
-        self._out_size = 0
+        self._out_size = 0  # bytes the pending replay queued since its last flush
         # Cursor moves of the queued frames: they count only once the frames are written.
         self._out_seqs: dict[int, int] = {}
         self._inbox: deque[str | None] = deque()
@@ -297,7 +297,6 @@ class Connection(asyncio.Protocol):
         if not self._out:
             self.coalescer.mark(self)
         self._out.append(frame)
-        self._out_size += len(frame)
         return True
 
     def flush_out(self) -> None:
@@ -349,15 +348,27 @@ class Connection(asyncio.Protocol):
 
         Only a frame actually queued moves the cursor: a message that reaches a closing
         connection (or the one that finds it too slow) stays pending for the next one.
+        This runs once per subscriber per message, so it is ``send_frame`` and
+        ``_written`` inlined.
         """
         if self._held is not None:
             self._held.append((topic_id, seq, frame))
             return False
-        if seq <= self.sent_seq.get(topic_id, 0):
+        sent_seq = self.sent_seq
+        if seq <= sent_seq.get(topic_id, 0) or not self.open:
             return False
-        if not self.send_frame(frame):
-            return False
-        self._written(topic_id, seq)
+        out = self._out
+        if not out:
+            # The first frame of this loop iteration: the transport's backlog cannot grow
+            # before the flush, so this is the one check the iteration needs.
+            assert self.transport is not None
+            if self.transport.get_write_buffer_size() > self.buffer_limit:
+                self.close_slow()
+                return False
+            self.coalescer.mark(self)
+        out.append(frame)
+        sent_seq[topic_id] = seq
+        self._out_seqs[topic_id] = seq
         return True
 
     def finish_replay(self, replayed_upto: dict[int, int]) -> int:
@@ -444,9 +455,9 @@ class Connection(asyncio.Protocol):
     def take_cursor_updates(self) -> list[CursorUpdate]:
         if not self._cursor_updates:
             return []
+        user_id = self.user.id
         updates = [
-            CursorUpdate(self.user.id, topic_id, seq)
-            for topic_id, seq in self._cursor_updates.items()
+            CursorUpdate(user_id, topic_id, seq) for topic_id, seq in self._cursor_updates.items()
         ]
         self._cursor_updates = {}
         return updates

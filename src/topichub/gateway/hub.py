@@ -168,12 +168,13 @@ class Hub:
             stream.last = record.seq
 
     def _fan_out(self, record: MessageRecord) -> None:
-        conns = self.by_topic.get(record.topic_id, ())
+        topic_id, seq = record.topic_id, record.seq
+        conns = self.by_topic.get(topic_id, ())
         delivered = 0
         if record.direct_pair is None:
             frame = text_frame(message_event(record, ""))  # once, for every socket
             for conn in conns:
-                delivered += conn.deliver(record.topic_id, record.seq, frame)
+                delivered += conn.deliver(topic_id, seq, frame)
         else:
             encoded = {
                 name: text_frame(message_event(record, name)) for name in set(record.direct_pair)

@@ -13,6 +13,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from topichub.models import (
     Membership,
@@ -38,8 +39,10 @@ class AppendRequest:
     client_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class CursorUpdate:
+class CursorUpdate(NamedTuple):
+    """A member's cursor moves forward to ``seq`` (a named tuple: every cursor flush
+    builds one per connection that received something)."""
+
     user_id: int
     topic_id: int
     seq: int
