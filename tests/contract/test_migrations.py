@@ -155,7 +155,7 @@ async def fill(store: SqlStore) -> dict[str, Any]:
     alice = await store.create_user("alice", "$argon2id$hash-a", True)
     bob = await store.create_user("bob", "$argon2id$hash-b", False)
     topic = await store.create_topic("news", TopicKind.PRIVATE, alice.id)
-    assert await store.add_member(topic.id, bob.id, Role.MEMBER)
+    assert await store.add_member(topic.id, bob.id, Role.MEMBER) is not None
     for i in range(3):
         await store.append(AppendRequest(topic, alice.id, "alice", f'{{"n": {i}}}', f"c{i}"))
     await store.advance_cursors([CursorUpdate(bob.id, topic.id, 2)])

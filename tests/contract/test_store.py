@@ -84,8 +84,8 @@ async def test_cursors_and_pending_ranges(store: Store) -> None:
     alice, bob = await user(store, "alice"), await user(store, "bob")
     topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
     await store.append(request(topic, alice))  # before bob joins: history, not pending
-    assert await store.add_member(topic.id, bob.id, Role.MEMBER)
-    assert not await store.add_member(topic.id, bob.id, Role.MEMBER)
+    assert await store.add_member(topic.id, bob.id, Role.MEMBER) == 1  # joined at seq 1
+    assert await store.add_member(topic.id, bob.id, Role.MEMBER) is None
     membership = await store.get_membership(topic.id, bob.id)
     assert membership is not None and membership.joined_seq == membership.delivered_seq == 1
 
@@ -204,7 +204,7 @@ async def test_membership_rules(store: Store) -> None:
     alice, bob = await user(store, "alice"), await user(store, "bob")
     secret = await store.create_topic("secret", TopicKind.PRIVATE, alice.id)
     assert [t.name for t in await store.list_topics(bob.id)] == []  # private, not a member
-    assert await store.add_member(secret.id, bob.id, Role.MEMBER)
+    assert await store.add_member(secret.id, bob.id, Role.MEMBER) is not None
     assert [t.name for t in await store.list_topics(bob.id)] == ["secret"]
     assert await store.list_members(secret.id) == [("alice", Role.OWNER), ("bob", Role.MEMBER)]
     assert await store.remove_member(secret.id, bob.id)

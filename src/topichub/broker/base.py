@@ -29,6 +29,10 @@ class MembershipChanged:
     username: str
     joined: bool
     invited_by: str | None = None
+    # The topic's last seq when the user joined: a node that starts following the topic
+    # for this user fans out from there (an event of its own may arrive before earlier
+    # ones from other nodes).
+    since_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

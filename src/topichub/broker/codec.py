@@ -40,6 +40,7 @@ def encode_event(node_id: str, event: BrokerEvent) -> bytes:
                 "username": event.username,
                 "joined": event.joined,
                 "invited_by": event.invited_by,
+                "since_seq": event.since_seq,
             }
         case TopicDeleted(topic_id=topic_id):
             body = {"type": "topic_deleted", "topic_id": topic_id}
@@ -75,6 +76,7 @@ def decode_event(data: bytes | str) -> tuple[str, BrokerEvent]:
             body["username"],
             body["joined"],
             body.get("invited_by"),
+            body.get("since_seq"),
         )
     if kind == "topic_deleted":
         return node, TopicDeleted(body["topic_id"])

@@ -122,6 +122,13 @@ class Hub:
                     if not conn.open:
                         continue
                     self._route(conn, topic_id)
+                    if topic_id not in self.streams and event.since_seq is not None:
+                        # Fan out from the join on: what other nodes published before it
+                        # may still be on its way, and must not be taken as already sent.
+                        topic = Topic(
+                            topic_id, event.topic_name, TopicKind.PUBLIC, None, 0, 0, None
+                        )
+                        self.streams[topic_id] = TopicStream(topic, event.since_seq)
                     if invite is not None:
                         conn.send(invite)
             case MembershipChanged(topic_id=topic_id, joined=False):

@@ -55,7 +55,9 @@ class TopicService:
         check_name(name, "topic_name")
         kind = TopicKind.PRIVATE if is_private else TopicKind.PUBLIC
         topic = await self.store.create_topic(name, kind, actor.id)
-        self.broker.publish(MembershipChanged(topic.id, topic.name, actor.username, True))
+        self.broker.publish(
+            MembershipChanged(topic.id, topic.name, actor.username, True, None, topic.last_seq)
+        )
         return topic
 
     async def subscribe(self, actor: User, name: str) -> Topic:
@@ -63,8 +65,12 @@ class TopicService:
         membership = await self.store.get_membership(topic.id, actor.id)
         if not policy.may_subscribe(topic, membership):
             raise Forbidden(f"{name!r} is private: ask a member to invite you")
-        if membership is None and await self.store.add_member(topic.id, actor.id, Role.MEMBER):
-            self.broker.publish(MembershipChanged(topic.id, topic.name, actor.username, True))
+        if membership is None:
+            since = await self.store.add_member(topic.id, actor.id, Role.MEMBER)
+            if since is not None:
+                self.broker.publish(
+                    MembershipChanged(topic.id, topic.name, actor.username, True, None, since)
+                )
         return topic
 
     async def unsubscribe(self, actor: User, name: str) -> Topic:
@@ -81,10 +87,11 @@ class TopicService:
             raise NotFound(f"no user {username!r}")
         if not policy.may_invite(await self.store.get_membership(topic.id, actor.id)):
             raise NotAMember(f"only members of {name!r} may invite")
-        if not await self.store.add_member(topic.id, invitee.id, Role.MEMBER):
+        since = await self.store.add_member(topic.id, invitee.id, Role.MEMBER)
+        if since is None:
             raise AlreadyMember(f"{username!r} is already a member of {name!r}")
         self.broker.publish(
-            MembershipChanged(topic.id, topic.name, invitee.username, True, actor.username)
+            MembershipChanged(topic.id, topic.name, invitee.username, True, actor.username, since)
         )
         return topic
 

@@ -107,10 +107,10 @@ class Store(ABC):
         """Public topics and the private ones the user belongs to (never direct ones)."""
 
     @abstractmethod
-    async def add_member(self, topic_id: int, user_id: int, role: Role) -> bool:
+    async def add_member(self, topic_id: int, user_id: int, role: Role) -> int | None:
         """Join at the topic's current end (older messages are history, not pending).
 
-        Return False if the user already was a member.
+        Return that end (the joined seq), or None if the user already was a member.
         """
 
     @abstractmethod

@@ -466,7 +466,7 @@ class SqlStore(Store):
             for row in rows
         ]
 
-    async def add_member(self, topic_id: int, user_id: int, role: Role) -> bool:
+    async def add_member(self, topic_id: int, user_id: int, role: Role) -> int | None:
         try:
             async with self._write() as conn:
                 last_seq = (
@@ -484,8 +484,8 @@ class SqlStore(Store):
                     )
                 )
         except IntegrityError:
-            return False
-        return True
+            return None
+        return int(last_seq)
 
     async def remove_member(self, topic_id: int, user_id: int) -> bool:
         async with self._write() as conn:
