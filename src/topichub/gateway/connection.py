@@ -285,18 +285,23 @@ class Connection(asyncio.Protocol):
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue a pre-built frame; False if the connection is closing or too slow."""
-        if not self.open:
+        if not self.open or (not self._out and not self._start_batch()):
             return False
-        transport = self.transport
-        assert transport is not None
-        # Only what the kernel would not take counts: the frames queued in this loop
-        # iteration are a burst (a group commit's worth), not a sign of a slow reader.
-        if transport.get_write_buffer_size() > self.buffer_limit:
+        self._out.append(frame)
+        return True
+
+    def _start_batch(self) -> bool:
+        """Before the first frame of this loop iteration: False (and the 1013 close) if the
+        client is too slow, else the coalescer will flush us.
+
+        Only what the kernel would not take counts: the frames queued in one iteration are
+        a burst (a group commit's worth), not a sign of a slow reader, and the backlog
+        cannot grow before the flush, so this is the one check an iteration needs."""
+        assert self.transport is not None
+        if self.transport.get_write_buffer_size() > self.buffer_limit:
             self.close_slow()
             return False
-        if not self._out:
-            self.coalescer.mark(self)
-        self._out.append(frame)
+        self.coalescer.mark(self)
         return True
 
     def flush_out(self) -> None:
@@ -357,16 +362,9 @@ class Connection(asyncio.Protocol):
         sent_seq = self.sent_seq
         if seq <= sent_seq.get(topic_id, 0) or not self.open:
             return False
-        out = self._out
-        if not out:
-            # The first frame of this loop iteration: the transport's backlog cannot grow
-            # before the flush, so this is the one check the iteration needs.
-            assert self.transport is not None
-            if self.transport.get_write_buffer_size() > self.buffer_limit:
-                self.close_slow()
-                return False
-            self.coalescer.mark(self)
-        out.append(frame)
+        if not self._out and not self._start_batch():
+            return False
+        self._out.append(frame)
         sent_seq[topic_id] = seq
         self._out_seqs[topic_id] = seq
         return True

@@ -51,9 +51,11 @@ class TopicStream:
     resync: bool = False  # read the store to its end (events may have been lost)
 
 
-def _topic_of(record: MessageRecord) -> Topic:
-    kind = TopicKind.DIRECT if record.direct_pair else TopicKind.PUBLIC
-    return Topic(record.topic_id, record.topic_name, kind, None, 0, 0, record.direct_pair)
+def _stream_topic(topic_id: int, name: str, direct_pair: tuple[str, str] | None) -> Topic:
+    """The Topic a stream needs to read its log (id, name, direct pair) when the node only
+    knows it from an event."""
+    kind = TopicKind.DIRECT if direct_pair else TopicKind.PUBLIC
+    return Topic(topic_id, name, kind, None, 0, 0, direct_pair)
 
 
 class Hub:
@@ -78,8 +80,16 @@ class Hub:
     def add_topics(self, conn: Connection, topics: list[Topic]) -> None:
         for topic in topics:
             self._route(conn, topic.id)
-            if topic.id not in self.streams:
-                self.streams[topic.id] = TopicStream(topic, topic.last_seq)
+            self._follow(topic, topic.last_seq)
+
+    def _follow(self, topic: Topic, since: int) -> TopicStream:
+        """The topic's stream, started after ``since`` if the node did not follow it yet:
+        what other nodes published before that may still be on its way, and must not be
+        taken as already sent."""
+        stream = self.streams.get(topic.id)
+        if stream is None:
+            stream = self.streams[topic.id] = TopicStream(topic, since)
+        return stream
 
     def _route(self, conn: Connection, topic_id: int) -> None:
         conn.topic_ids.add(topic_id)
@@ -118,17 +128,11 @@ class Hub:
                 invite = (
                     invited_event(event.topic_name, event.invited_by) if event.invited_by else None
                 )
-                for conn in self.by_user.get(event.username, ()):
-                    if not conn.open:
-                        continue
+                joining = [c for c in self.by_user.get(event.username, ()) if c.open]
+                if joining and event.since_seq is not None:
+                    self._follow(_stream_topic(topic_id, event.topic_name, None), event.since_seq)
+                for conn in joining:
                     self._route(conn, topic_id)
-                    if topic_id not in self.streams and event.since_seq is not None:
-                        # Fan out from the join on: what other nodes published before it
-                        # may still be on its way, and must not be taken as already sent.
-                        topic = Topic(
-                            topic_id, event.topic_name, TopicKind.PUBLIC, None, 0, 0, None
-                        )
-                        self.streams[topic_id] = TopicStream(topic, event.since_seq)
                     if invite is not None:
                         conn.send(invite)
             case MembershipChanged(topic_id=topic_id, joined=False):
@@ -155,9 +159,9 @@ class Hub:
                         self._route(conn, topic_id)
         if topic_id not in self.by_topic:
             return  # nobody on this node listens
-        stream = self.streams.get(topic_id)
-        if stream is None:
-            stream = self.streams[topic_id] = TopicStream(_topic_of(record), record.seq - 1)
+        stream = self._follow(
+            _stream_topic(topic_id, record.topic_name, record.direct_pair), record.seq - 1
+        )
         if record.seq <= stream.last:
             return  # already fanned out (a re-read overlapping a late event)
         if record.seq > stream.last + 1:

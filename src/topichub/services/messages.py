@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from topichub import policy
@@ -44,18 +43,11 @@ class MessageService:
         name: str,
         content_json: str,
         client_id: str | int | None,
-        on_stored: Callable[[Published], None] | None = None,
     ) -> Published:
-        """Store the message, then announce it to every member.
-
-        ``on_stored`` runs between the commit and the announcement with no await in
-        between, so the publisher's ok reply precedes its own echo (DESIGN.md data path)
-        and announcements leave in the order the store committed them.
-        """
+        """Store the message, then announce it to every member (the REST edge; the
+        gateway runs the two halves itself, to pipeline them)."""
         stored = await self.submit(actor, name, content_json, client_id)
         published = Published(*await stored)
-        if on_stored is not None:
-            on_stored(published)
         self.announce(published)
         return published
 

@@ -774,14 +774,15 @@ class SqlStore(Store):
         users_at: dict[tuple[int, int], list[int]] = {}
         for update in updates:
             users_at.setdefault((update.topic_id, update.seq), []).append(update.user_id)
+        groups = {key: user_ids for key, user_ids in users_at.items() if len(user_ids) > 1}
         singles = [
             {"t_id": topic_id, "u_id": user_ids[0], "new_seq": seq}
             for (topic_id, seq), user_ids in users_at.items()
             if len(user_ids) == 1
         ]
         async with self._write() as conn:
-            for (topic_id, seq), user_ids in users_at.items():
-                for start in range(0, len(user_ids) if len(user_ids) > 1 else 0, CURSOR_CHUNK):
+            for (topic_id, seq), user_ids in groups.items():
+                for start in range(0, len(user_ids), CURSOR_CHUNK):
                     await conn.execute(
                         sa.update(members)
                         .where(
