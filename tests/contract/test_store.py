@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
-from topichub.errors import AlreadyExists, NotFound
+from tests.backends import create_postgres_database, drop_postgres_database
+from tests.proxy import TcpProxy
+from topichub.errors import AlreadyExists, NotFound, Unavailable
 from topichub.models import Role, Topic, TopicKind, User
 from topichub.store.base import AppendRequest, CursorUpdate, Store
 from topichub.store.sql import SqlStore
@@ -78,6 +81,40 @@ async def test_publish_is_idempotent_by_client_id(store: Store) -> None:
     )
     assert len({record.seq for record, _ in concurrent}) == 1
     assert sum(not duplicate for _, duplicate in concurrent) == 1
+
+
+async def test_one_batch_with_a_deleted_topic_fails_only_its_own_appends(store: Store) -> None:
+    alice = await user(store, "alice")
+    kept = await store.create_topic("kept", TopicKind.PUBLIC, alice.id)
+    gone = await store.create_topic("gone", TopicKind.PUBLIC, alice.id)
+    await store.delete_topic(gone.id)
+    # Submitted in one loop iteration: the writer takes them as one batch.
+    futures = [
+        store.submit(request(kept, alice, '"1"')),
+        store.submit(request(gone, alice, '"lost"')),
+        store.submit(request(kept, alice, '"2"', "c-1")),
+        store.submit(request(kept, alice, '"again"', "c-1")),
+    ]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert isinstance(results[1], NotFound)
+    (first, dup1), (second, dup2), (repeat, dup3) = results[0], results[2], results[3]  # type: ignore[misc]
+    assert (first.seq, second.seq, repeat.seq) == (1, 2, 2)
+    assert (dup1, dup2, dup3) == (False, False, True)
+    assert repeat.content == '"2"'
+    stored = await store.history(kept, before=None, since=0, limit=10)
+    assert [(r.seq, r.content) for r in stored] == [(1, '"1"'), (2, '"2"')]
+
+
+async def test_reads_in_one_burst_each_get_their_own_rows(store: Store) -> None:
+    """Reads arriving together share one trip to the database (store/direct.py); each
+    still gets its own answer, and a name that does not exist gets None."""
+    people = [await user(store, f"u{i}") for i in range(30)]
+    found = await asyncio.gather(*(store.get_user(p.username) for p in people))
+    assert [f.id if f else None for f in found] == [p.id for p in people]
+    assert await asyncio.gather(store.get_user("nobody"), store.get_user("u3")) == [
+        None,
+        people[3],
+    ]
 
 
 async def test_cursors_and_pending_ranges(store: Store) -> None:
@@ -234,3 +271,39 @@ async def test_migrations_from_empty_race_free(make_store: Callable[[], SqlStore
     finally:
         for s in stores:
             await s.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+async def test_postgres_outage_is_unavailable_then_recovers(postgres_url: str) -> None:
+    """Cut the link to PostgreSQL: appends and reads fail with Unavailable (a 503 or an
+    error reply, never a driver's exception or a hang), and work again once it is back."""
+    database_url = postgres_url
+    target = urlsplit(database_url)
+    proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 5432).start()
+    proxied = database_url.replace(target.netloc.split("@")[-1], f"127.0.0.1:{proxy.port}")
+    store = SqlStore(proxied)
+    await store.start()
+    try:
+        alice = await user(store, "alice")
+        topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+        assert (await store.append(request(topic, alice)))[0].seq == 1
+
+        proxy.cut()
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(store.append(request(topic, alice)), 30)
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(store.user_topics(alice.id), 30)
+
+        proxy.restore()
+        record, _ = await store.append(request(topic, alice, '"back"'))
+        assert record.seq == 2  # the failed append took no seq
+        assert [t.name for t in await store.user_topics(alice.id)] == ["news"]
+    finally:
+        await store.close()
+        await proxy.close()

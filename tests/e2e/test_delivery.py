@@ -287,7 +287,9 @@ async def test_reconnect_race_no_gap_no_duplicate(race_node: Node) -> None:
     )
     publisher = Publisher(node.url(owner), topic, "p", window=8)
     try:
-        await publisher.run(RACE_MESSAGES, pause_every=4, pause=0.002)
+        # Paced to last at least 2 s however fast the commits are, so every member goes
+        # through many reconnects while messages arrive.
+        await publisher.run(RACE_MESSAGES, pause_every=4, pause=0.008)
     finally:
         stop.set()
     results = await asyncio.wait_for(asyncio.gather(*loops), timeout(180))

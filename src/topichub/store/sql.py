@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import importlib.util
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from importlib.resources import files
@@ -43,7 +45,15 @@ from topichub.models import (
     UserBacklog,
 )
 from topichub.names import direct_topic_name
+from topichub.store.appends import AppendBatch
 from topichub.store.base import AppendRequest, CursorUpdate, Store
+from topichub.store.direct import (
+    PostgresDirect,
+    Query,
+    Rows,
+    SqliteDirect,
+    compile_query,
+)
 from topichub.store.schema import members, messages, names, nodes, topics, users
 
 log = logging.getLogger(__name__)
@@ -72,25 +82,28 @@ def driver_url(url: str) -> tuple[str, str]:
     raise ValueError(f"unsupported database URL {url!r} (use sqlite:///path or postgresql://)")
 
 
-def _topic(row: Any) -> Topic:
-    kind = TopicKind(row.kind)
+def _topic(row: Sequence[Any]) -> Topic:
+    """A topic from the first columns of a row, in the order of ``_TOPIC_COLUMNS``."""
+    topic_id, name, kind_text, last_seq, created_at, owner = row[:6]
+    kind = TopicKind(kind_text)
     pair: tuple[str, str] | None = None
     if kind is TopicKind.DIRECT:
-        _, first, second = row.name.split(":", 2)
+        _, first, second = name.split(":", 2)
         pair = (first, second)
     return Topic(
-        id=row.id,
-        name=row.name,
+        id=topic_id,
+        name=name,
         kind=kind,
-        owner=row.owner,
-        last_seq=row.last_seq,
-        created_at_ms=row.created_at,
+        owner=owner,
+        last_seq=last_seq,
+        created_at_ms=created_at,
         direct_pair=pair,
     )
 
 
-def _user(row: Any) -> User:
-    return User(row.id, row.username, row.password_hash, bool(row.is_admin), row.created_at)
+def _user(row: Sequence[Any]) -> User:
+    user_id, username, password_hash, is_admin, created_at = row
+    return User(user_id, username, password_hash, bool(is_admin), created_at)
 
 
 def _record(topic: Topic, row: Any) -> MessageRecord:
@@ -203,12 +216,82 @@ _READ_RANGE = (
 _READ_RANGE_OF_OTHERS = _READ_RANGE.where(messages.c.sender_id != sa.bindparam("sender_id"))
 
 
+class HotQueries:
+    """The statements of the connect path and of the pending replay, compiled for one
+    dialect to run on its driver (store/direct.py)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.user_by_name = compile_query(_USER_BY_NAME, dialect)
+        self.user_topics = compile_query(_USER_TOPICS, dialect)
+        self.pending_ranges = compile_query(_PENDING_RANGES, dialect)
+        self.read_range = compile_query(_READ_RANGE, dialect)
+        self.read_range_of_others = compile_query(_READ_RANGE_OF_OTHERS, dialect)
+
+
+# The appender's statements (store/appends.py), per dialect. SQLite runs them in its writer
+# thread, one call per key or topic (microseconds each, in-process); PostgreSQL gets each
+# step as one statement over arrays, so a batch costs three round trips whatever its size.
+_STORED_COLUMNS = "topic_id, sender_id, seq, sender, content, client_id, created_at"
+_INSERT_COLUMNS = "topic_id, seq, sender_id, sender, content, client_id, created_at"
+_SQLITE_STORED = (
+    f"SELECT {_STORED_COLUMNS} FROM messages WHERE topic_id = ? AND sender_id = ? AND client_id = ?"
+)
+_SQLITE_RESERVE = "UPDATE topics SET last_seq = last_seq + ? WHERE id = ? RETURNING id, last_seq"
+_SQLITE_INSERT = f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_PG_STORED = (
+    "SELECT m.topic_id, m.sender_id, m.seq, m.sender, m.content, m.client_id, m.created_at"
+    " FROM messages m JOIN unnest($1::int[], $2::int[], $3::text[]) AS k(t, s, c)"
+    " ON m.topic_id = k.t AND m.sender_id = k.s AND m.client_id = k.c"
+)
+_PG_RESERVE = (
+    "UPDATE topics SET last_seq = topics.last_seq + k.n"
+    " FROM unnest($1::int[], $2::bigint[]) AS k(id, n) WHERE topics.id = k.id"
+    " RETURNING topics.id, topics.last_seq"
+)
+_PG_INSERT = (
+    f"INSERT INTO messages ({_INSERT_COLUMNS}) SELECT * FROM unnest("
+    "$1::int[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[], $7::bigint[])"
+)
+
+
+def _append_sqlite(conn: sqlite3.Connection, batch: AppendBatch) -> None:
+    """The three steps of a batch, in the writer thread's open transaction."""
+    stored: list[Any] = []
+    for key in batch.retry_keys:
+        stored += conn.execute(_SQLITE_STORED, key).fetchall()
+    batch.found_stored(stored)
+    counts = batch.seq_counts()
+    reserved = [
+        row
+        for topic_id, count in counts.items()
+        for row in conn.execute(_SQLITE_RESERVE, (count, topic_id)).fetchall()
+    ]
+    batch.reserved(reserved, counts)
+    conn.executemany(_SQLITE_INSERT, batch.rows_to_insert(now_ms()))
+
+
+async def _append_postgres(conn: Any, batch: AppendBatch) -> None:
+    """The three steps of a batch, on an asyncpg connection in a transaction."""
+    keys = batch.retry_keys
+    if keys:
+        batch.found_stored(await conn.fetch(_PG_STORED, *zip(*keys, strict=True)))
+    counts = batch.seq_counts()
+    if counts:
+        reserved = await conn.fetch(_PG_RESERVE, list(counts), list(counts.values()))
+        batch.reserved(reserved, counts)
+    rows = batch.rows_to_insert(now_ms())
+    if rows:
+        await conn.execute(_PG_INSERT, *(list(column) for column in zip(*rows, strict=True)))
+
+
 class SqlStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         async_url, self.dialect = driver_url(url)
+        self._direct: SqliteDirect | PostgresDirect
         if self.dialect == "sqlite":
-            self._prepare_sqlite_dir(url)
+            path = self._prepare_sqlite_dir(url)
+            self._direct = SqliteDirect(path)
             self._writer_engine = create_async_engine(async_url, pool_size=1, max_overflow=0)
             self._reader_engine = create_async_engine(async_url, pool_size=8, max_overflow=0)
             for engine in (self._writer_engine, self._reader_engine):
@@ -216,6 +299,8 @@ class SqlStore(Store):
         else:
             engine = create_async_engine(async_url, pool_size=10, max_overflow=10)
             self._writer_engine = self._reader_engine = engine
+            self._direct = PostgresDirect("postgresql://" + async_url.split("://", 1)[1])
+        self._hot = HotQueries(self.dialect)
         self._queue: asyncio.Queue[tuple[AppendRequest, asyncio.Future[Any]]] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
 
@@ -244,12 +329,16 @@ class SqlStore(Store):
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     @staticmethod
-    def _prepare_sqlite_dir(url: str) -> None:
+    def _prepare_sqlite_dir(url: str) -> str:
+        """The database file's path, its folder created. The writer and the readers use
+        connections of their own, so a database in memory (one per connection) cannot be."""
         from pathlib import Path
 
         path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not path or path == ":memory:" or "mode=memory" in path:
+            raise ValueError("SQLite needs a file (sqlite:///path/to/file.db), not memory")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -260,6 +349,9 @@ class SqlStore(Store):
             if self.dialect == "postgresql":
                 await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
             await conn.run_sync(_upgrade_to_head)
+        if isinstance(self._direct, PostgresDirect):
+            async with _unavailable_on_failure():
+                await self._direct.start()
         self._writer_task = asyncio.create_task(self._write_loop(), name="store-writer")
 
     async def close(self) -> None:
@@ -269,6 +361,7 @@ class SqlStore(Store):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
+        await self._direct.close()
         await self._writer_engine.dispose()
         if self._reader_engine is not self._writer_engine:
             await self._reader_engine.dispose()
@@ -302,10 +395,14 @@ class SqlStore(Store):
             raise AlreadyExists(f"the name {username!r} is already taken") from exc
         return User(user_id, username, password_hash, is_admin, created)
 
+    async def _fetch(self, query: Query, **params: Any) -> Rows:
+        """A hot read, on the driver directly (store/direct.py)."""
+        async with _unavailable_on_failure():
+            return await self._direct.fetch(query, params)
+
     async def get_user(self, username: str) -> User | None:
-        async with self._read() as conn:
-            row = (await conn.execute(_USER_BY_NAME, {"username": username})).first()
-        return _user(row) if row else None
+        rows = await self._fetch(self._hot.user_by_name, username=username)
+        return _user(rows[0]) if rows else None
 
     async def get_user_by_id(self, user_id: int) -> User | None:
         async with self._read() as conn:
@@ -523,9 +620,7 @@ class SqlStore(Store):
         return [(row.username, Role(row.role)) for row in rows]
 
     async def user_topics(self, user_id: int) -> list[Topic]:
-        async with self._read() as conn:
-            rows = (await conn.execute(_USER_TOPICS, {"user_id": user_id})).all()
-        return [_topic(row) for row in rows]
+        return [_topic(row) for row in await self._fetch(self._hot.user_topics, user_id=user_id)]
 
     # -- the log --------------------------------------------------------------------------
 
@@ -559,127 +654,21 @@ class SqlStore(Store):
                     self._queue.task_done()
 
     async def _commit_batch(self, batch: list[tuple[AppendRequest, asyncio.Future[Any]]]) -> None:
-        async with self._write() as conn:
-            results = await self._append_many(conn, [request for request, _ in batch])
+        appends = AppendBatch([request for request, _ in batch])
+        async with _unavailable_on_failure():
+            if isinstance(self._direct, SqliteDirect):
+                await self._direct.write(functools.partial(_append_sqlite, batch=appends))
+            else:
+                async with self._direct.transaction() as conn:
+                    await _append_postgres(conn, appends)
         # Resolved in seq order once committed: the publishers resume in that order.
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(batch, appends.results(), strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-    async def _append_many(
-        self, conn: AsyncConnection, requests: list[AppendRequest]
-    ) -> list[tuple[MessageRecord, bool] | Exception]:
-        """Append a batch with a fixed number of statements, whatever its size: one read
-        of the client ids already used, one UPDATE reserving seqs for every topic, one
-        multi-row INSERT."""
-        results: list[tuple[MessageRecord, bool] | Exception | None] = [None] * len(requests)
-        # 1. Retries: a client id already used by this sender in this topic.
-        keyed = {
-            (r.topic.id, r.sender_id, r.client_id): i
-            for i, r in reversed(list(enumerate(requests)))
-            if r.client_id is not None
-        }
-        if keyed:
-            key = sa.tuple_(messages.c.topic_id, messages.c.sender_id, messages.c.client_id)
-            rows = (
-                await conn.execute(
-                    sa.select(messages.c.topic_id, messages.c.sender_id, *_MESSAGE_COLUMNS).where(
-                        key.in_(list(keyed))
-                    )
-                )
-            ).all()
-            for row in rows:
-                index = keyed[(row.topic_id, row.sender_id, row.client_id)]
-                results[index] = (_record(requests[index].topic, row), True)
-        # 2. Reserve seqs: last_seq += (new messages of that topic), one statement.
-        counts: dict[int, int] = {}
-        first_of_key: dict[tuple[int, int, str], int] = {}
-        for i, request in enumerate(requests):
-            if results[i] is not None:
-                continue
-            if request.client_id is not None:
-                k = (request.topic.id, request.sender_id, request.client_id)
-                if k in first_of_key:  # the same retry twice in one batch
-                    continue
-                first_of_key[k] = i
-            counts[request.topic.id] = counts.get(request.topic.id, 0) + 1
-        if not counts:
-            return [self._settle(requests, results, first_of_key, i) for i in range(len(requests))]
-        increment = sa.case(counts, value=topics.c.id, else_=0)
-        reserved = (
-            await conn.execute(
-                sa.update(topics)
-                .where(topics.c.id.in_(list(counts)))
-                .values(last_seq=topics.c.last_seq + increment)
-                .returning(topics.c.id, topics.c.last_seq)
-            )
-        ).all()
-        next_seq = {row.id: row.last_seq - counts[row.id] + 1 for row in reserved}
-        # 3. One INSERT for every new message, seqs in request order per topic.
-        created = now_ms()
-        rows_to_insert: list[dict[str, Any]] = []
-        for i, request in enumerate(requests):
-            if results[i] is not None or (
-                request.client_id is not None
-                and first_of_key[(request.topic.id, request.sender_id, request.client_id)] != i
-            ):
-                continue
-            topic = request.topic
-            if topic.id not in next_seq:
-                results[i] = NotFound(f"the topic {topic.name!r} no longer exists")
-                continue
-            seq = next_seq[topic.id]
-            next_seq[topic.id] = seq + 1
-            rows_to_insert.append(
-                {
-                    "topic_id": topic.id,
-                    "seq": seq,
-                    "sender_id": request.sender_id,
-                    "sender": request.sender,
-                    "content": request.content,
-                    "client_id": request.client_id,
-                    "created_at": created,
-                }
-            )
-            results[i] = (
-                MessageRecord(
-                    topic_id=topic.id,
-                    topic_name=topic.name,
-                    seq=seq,
-                    sender=request.sender,
-                    content=request.content,
-                    sent_at_ms=created,
-                    client_id=request.client_id,
-                    direct_pair=topic.direct_pair,
-                ),
-                False,
-            )
-        if rows_to_insert:
-            await conn.execute(sa.insert(messages), rows_to_insert)
-        return [self._settle(requests, results, first_of_key, i) for i in range(len(requests))]
-
-    @staticmethod
-    def _settle(
-        requests: list[AppendRequest],
-        results: list[tuple[MessageRecord, bool] | Exception | None],
-        first_of_key: dict[tuple[int, int, str], int],
-        index: int,
-    ) -> tuple[MessageRecord, bool] | Exception:
-        """The result of one request; a repeat within the batch mirrors its first copy."""
-        result = results[index]
-        if result is None:
-            request = requests[index]
-            assert request.client_id is not None
-            first = results[first_of_key[(request.topic.id, request.sender_id, request.client_id)]]
-            if isinstance(first, tuple):
-                return first[0], True
-            assert isinstance(first, Exception)
-            return first
-        return result
 
     async def history(
         self, topic: Topic, *, before: int | None, since: int | None, limit: int
@@ -698,21 +687,14 @@ class SqlStore(Store):
         return [_record(topic, row) for row in rows]
 
     async def pending_ranges(self, user_id: int) -> list[PendingRange]:
-        async with self._read() as conn:
-            rows = (await conn.execute(_PENDING_RANGES, {"user_id": user_id})).all()
         ranges = []
-        for row in rows:
-            lost = max(0, row.trimmed_seq - row.delivered_seq)
-            if row.unseen or lost:
+        for row in await self._fetch(self._hot.pending_ranges, user_id=user_id):
+            trimmed_seq, delivered_seq, unseen = row[6:]
+            lost = max(0, trimmed_seq - delivered_seq)
+            if unseen or lost:
+                topic = _topic(row)
                 ranges.append(
-                    PendingRange(
-                        _topic(row),
-                        row.delivered_seq,
-                        row.last_seq,
-                        row.unseen,
-                        lost,
-                        row.trimmed_seq,
-                    )
+                    PendingRange(topic, delivered_seq, topic.last_seq, unseen, lost, trimmed_seq)
                 )
         return ranges
 
@@ -720,11 +702,10 @@ class SqlStore(Store):
         self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
     ) -> list[MessageRecord]:
         params = {"topic_id": topic.id, "after": after, "upto": upto, "limit": limit}
-        statement = _READ_RANGE
+        query = self._hot.read_range
         if exclude_sender_id is not None:
-            statement, params["sender_id"] = _READ_RANGE_OF_OTHERS, exclude_sender_id
-        async with self._read() as conn:
-            rows = (await conn.execute(statement, params)).all()
+            query, params["sender_id"] = self._hot.read_range_of_others, exclude_sender_id
+        rows = await self._fetch(query, **params)
         # Positional unpacking: a pending replay reads 100,000s of rows through here.
         topic_id, name, pair = topic.id, topic.name, topic.direct_pair
         return [
@@ -900,15 +881,43 @@ class SqlStore(Store):
         return [UserBacklog(row.username, row.waiting, row.topics) for row in rows]
 
 
+def _asyncpg_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """asyncpg's (integrity errors, all its errors), if the postgres extra is installed."""
+    if importlib.util.find_spec("asyncpg") is None:
+        return (), ()
+    import asyncpg  # type: ignore[import-untyped]
+
+    return (
+        (asyncpg.IntegrityConstraintViolationError,),
+        (asyncpg.PostgresError, asyncpg.InterfaceError),
+    )
+
+
+_ASYNCPG_INTEGRITY_ERRORS, _ASYNCPG_ERRORS = _asyncpg_errors()
+_INTEGRITY_ERRORS: tuple[type[Exception], ...] = (
+    IntegrityError,
+    sqlite3.IntegrityError,
+    *_ASYNCPG_INTEGRITY_ERRORS,
+)
+_DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    DBAPIError,
+    sqlite3.Error,
+    *_ASYNCPG_ERRORS,
+    OSError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
 @contextlib.asynccontextmanager
 async def _unavailable_on_failure() -> AsyncIterator[None]:
     """A database that cannot be reached is ``Unavailable`` (503) to clients, never a 500
     with a driver's traceback; constraint violations pass through for the caller."""
     try:
         yield
-    except IntegrityError:
+    except _INTEGRITY_ERRORS:
         raise
-    except (DBAPIError, OSError, ConnectionError, TimeoutError) as exc:
+    except _DATABASE_ERRORS as exc:
         log.warning("database error: %s", exc.__class__.__name__)
         raise Unavailable("the database is unavailable; try again") from exc
 
