@@ -1,7 +1,14 @@
-"""Broker events <-> bytes, for brokers that cross process boundaries. Pure functions."""
+"""Broker events <-> bytes, for brokers that cross process boundaries. Pure functions.
+
+A *batch* is how events cross Redis: ``<node id> SP <JSON array of events>``, many events
+per pub/sub message. The node id comes first, outside the JSON, so a node drops its own
+echoes without parsing them, and a receiver pays the per-message cost of pub/sub once per
+batch rather than once per event. A receiver also takes a lone event (``encode_event``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -17,7 +24,52 @@ from topichub.broker.base import (
 from topichub.models import MessageRecord
 
 
+def encode_batches(
+    node_id: str, events: Iterable[BrokerEvent], max_bytes: int = 256 * 1024
+) -> list[bytes]:
+    """Events from one node, in order, as few messages as fit ``max_bytes`` each (an event
+    larger than that goes alone). Redis cuts a subscriber whose unread output passes
+    32 MiB by default, so a message must stay well under it."""
+    head = node_id.encode() + b" ["
+    batches: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    for event in events:
+        body = orjson.dumps(_body(event))
+        if parts and size + len(body) > max_bytes:
+            batches.append(head + b",".join(parts) + b"]")
+            parts, size = [], 0
+        parts.append(body)
+        size += len(body) + 1
+    if parts:
+        batches.append(head + b",".join(parts) + b"]")
+    return batches
+
+
+def batch_sender(data: bytes) -> str | None:
+    """The node that sent a batch, read without parsing it; None if ``data`` is a lone
+    event."""
+    head, space, _ = data[:64].partition(b" ")
+    return head.decode() if space and not data.startswith(b"{") else None
+
+
+def decode_batch(data: bytes) -> tuple[str, list[BrokerEvent]]:
+    """(sending node, its events in order) from a batch or from a lone event."""
+    if data.startswith(b"{"):
+        node, event = decode_event(data)
+        return node, [event]
+    head, _, body = data.partition(b" ")
+    return head.decode(), [_event(item) for item in orjson.loads(body)]
+
+
 def encode_event(node_id: str, event: BrokerEvent) -> bytes:
+    """One event with its sender inside (the form of a lone event)."""
+    body = _body(event)
+    body["node"] = node_id
+    return orjson.dumps(body)
+
+
+def _body(event: BrokerEvent) -> dict[str, Any]:
     body: dict[str, Any]
     match event:
         case MessagePublished(record=r):
@@ -48,13 +100,15 @@ def encode_event(node_id: str, event: BrokerEvent) -> bytes:
             body = {"type": "user_deleted", "username": username}
         case Resync():
             body = {"type": "resync"}
-    body["node"] = node_id
-    return orjson.dumps(body)
+    return body
 
 
 def decode_event(data: bytes | str) -> tuple[str, BrokerEvent]:
     body = orjson.loads(data)
-    node = str(body["node"])
+    return str(body["node"]), _event(body)
+
+
+def _event(body: dict[str, Any]) -> BrokerEvent:
     kind = body["type"]
     if kind == "message":
         pair = body.get("direct_pair")
@@ -68,9 +122,9 @@ def decode_event(data: bytes | str) -> tuple[str, BrokerEvent]:
             client_id=body.get("client_id"),
             direct_pair=(pair[0], pair[1]) if pair else None,
         )
-        return node, MessagePublished(record)
+        return MessagePublished(record)
     if kind == "membership":
-        return node, MembershipChanged(
+        return MembershipChanged(
             body["topic_id"],
             body["topic_name"],
             body["username"],
@@ -79,9 +133,9 @@ def decode_event(data: bytes | str) -> tuple[str, BrokerEvent]:
             body.get("since_seq"),
         )
     if kind == "topic_deleted":
-        return node, TopicDeleted(body["topic_id"])
+        return TopicDeleted(body["topic_id"])
     if kind == "user_deleted":
-        return node, UserDeleted(body["username"])
+        return UserDeleted(body["username"])
     if kind == "resync":
-        return node, Resync()
+        return Resync()
     raise ValueError(f"unknown broker event type {kind!r}")

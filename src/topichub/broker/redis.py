@@ -8,7 +8,9 @@ not an error for the publisher (the message is already stored): the event is kep
 on reconnect, so members on other nodes get it without waiting for their next message.
 
 Publishing never waits on Redis: events queue in an outbox that one sender task drains in
-order, many events per round trip (a pipeline of PUBLISH commands).
+order, many events per pub/sub message (``broker/codec.py``, "batch") and several
+messages per round trip. A receiver so pays Redis's per-message cost once per batch, and
+skips its own batches by their first bytes.
 
 URL: ``redis://host:port/db?channel=NAME`` (channel defaults to ``topichub``).
 """
@@ -26,14 +28,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from topichub.broker.base import Broker, BrokerEvent, EventHandler, Resync, ResyncHandler
-from topichub.broker.codec import decode_event, encode_event
+from topichub.broker.codec import batch_sender, decode_batch, encode_batches
 from topichub.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 2.0
 PUBLISH_TIMEOUT = 1.0
-SEND_BATCH = 512  # events per round trip to Redis
+SEND_BATCH = 4096  # events per round trip to Redis (in messages of up to 256 KiB)
 BACKLOG = 10_000  # events kept while Redis is away; past that, nodes re-read the store
 
 
@@ -107,18 +109,23 @@ class RedisBroker(Broker):
             backoff = min(MAX_BACKOFF, backoff * 2)
 
     def _receive(self, data: bytes) -> None:
-        try:
-            node, event = decode_event(data)
-        except Exception:
-            log.exception("redis broker: skipping an event it cannot read")
-            return
-        if node == self.node_id or self._handler is None:
+        if batch_sender(data) == self.node_id:
             return  # our own echo: delivered locally already
-        if isinstance(event, Resync):
-            if self._resync is not None:
-                self._resync()
+        try:
+            node, events = decode_batch(data)
+        except Exception:
+            log.exception("redis broker: skipping a message it cannot read")
             return
-        self._handler(event)
+        if node == self.node_id:
+            return
+        for event in events:
+            if self._handler is None:
+                return
+            if isinstance(event, Resync):
+                if self._resync is not None:
+                    self._resync()
+                continue
+            self._handler(event)
 
     async def _recover(self) -> None:
         """Back after an outage: send what could not be sent, then catch up ourselves."""
@@ -150,8 +157,8 @@ class RedisBroker(Broker):
                 batch = [self._outbox[i] for i in range(min(SEND_BATCH, len(self._outbox)))]
                 try:
                     pipe = self._client.pipeline(transaction=False)
-                    for event in batch:
-                        pipe.publish(self.channel, encode_event(self.node_id, event))
+                    for message in encode_batches(self.node_id, batch):
+                        pipe.publish(self.channel, message)
                     await asyncio.wait_for(pipe.execute(), PUBLISH_TIMEOUT)
                 except (RedisError, OSError, TimeoutError) as exc:
                     log.warning("redis publish failed (%s); kept for the reconnect", exc)
@@ -164,7 +171,9 @@ class RedisBroker(Broker):
                 # Too much was kept back to replay: every node re-reads the store instead.
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
                     await asyncio.wait_for(
-                        self._client.publish(self.channel, encode_event(self.node_id, Resync())),
+                        self._client.publish(
+                            self.channel, encode_batches(self.node_id, [Resync()])[0]
+                        ),
                         PUBLISH_TIMEOUT,
                     )
                     self._outbox_overflowed = False
