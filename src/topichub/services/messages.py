@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from topichub import policy
 from topichub.broker.base import Broker, MessagePublished
@@ -16,8 +16,7 @@ from topichub.store.base import AppendRequest, Store
 PENDING_PEEK_LIMIT = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
+class Published(NamedTuple):
     record: MessageRecord
     duplicate: bool  # the client id was used before: nothing new was stored or sent
 

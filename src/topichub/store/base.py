@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from topichub.models import (
@@ -30,8 +29,9 @@ from topichub.models import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AppendRequest:
+class AppendRequest(NamedTuple):
+    """One publish to append (a named tuple: one is built per publish)."""
+
     topic: Topic
     sender_id: int
     sender: str
