@@ -37,8 +37,9 @@ class TopicService:
         """What a name means as an address: the topic of that name, or the direct
         conversation with the user of that name (made on first use)."""
         if is_valid_name(name):
-            direct_name = direct_topic_name(actor.username, name)
-            cached = self.lookups.topic(name) or self.lookups.topic(direct_name)
+            cached = self.lookups.topic(name) or self.lookups.topic(
+                direct_topic_name(actor.username, name)
+            )
             if cached is not None:
                 return cached
             topic = await self.store.get_topic(name)
