@@ -307,3 +307,18 @@ async def test_postgres_outage_is_unavailable_then_recovers(postgres_url: str) -
     finally:
         await store.close()
         await proxy.close()
+
+
+async def test_a_closed_store_refuses_reads_and_appends(database_url: str) -> None:
+    """Late callers (a request finishing during shutdown) get Unavailable, never a hang."""
+    store = SqlStore(database_url)
+    await store.start()
+    alice = await user(store, "alice")
+    topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    await store.close()
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(store.get_user("alice"), 10)
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(store.user_topics(alice.id), 10)
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(store.append(request(topic, alice)), 10)

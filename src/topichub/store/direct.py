@@ -122,7 +122,15 @@ class SqliteDirect:
     def _send_batch(self) -> None:
         batch, self._batch = self._batch, []
         loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self._readers, self._read_batch, [(q, a) for q, a, _ in batch])
+        try:
+            done = loop.run_in_executor(
+                self._readers, self._read_batch, [(q, a) for q, a, _ in batch]
+            )
+        except RuntimeError as exc:  # the store was closed: fail the reads, never hang them
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(sqlite3.ProgrammingError(f"store closed: {exc}"))
+            return
 
         def settle(done: asyncio.Future[list[Rows | Exception]]) -> None:
             error = done.exception()
@@ -193,15 +201,20 @@ class PostgresDirect:
 
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=8)
 
+    def _open_pool(self) -> Any:
+        if self._pool is None:
+            raise ConnectionError("the store is not running")
+        return self._pool
+
     async def fetch(self, query: Query, params: Mapping[str, Any]) -> Rows:
-        async with self._pool.acquire() as conn:
+        async with self._open_pool().acquire() as conn:
             rows: Rows = await conn.fetch(query.sql, *query.args(params))
             return rows
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
         """An asyncpg connection in a transaction: committed on exit, rolled back on error."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._open_pool().acquire() as conn, conn.transaction():
             yield conn
 
     async def close(self) -> None:
