@@ -77,10 +77,10 @@ def _read_password() -> str:
 
 
 # Objects allocated per message (frames, futures, records) are short-lived and acyclic;
-# reference counting frees them. The cyclic collector still runs every GC_THRESHOLD
-# allocations, and each of its older-generation passes walked every long-lived object of
-# the server (modules, SQLAlchemy's tables, FastAPI's routes, every connection): a fifth
-# of a node's CPU under a durable-publish load (docs/benchmarks.md).
+# reference counting frees them. The cyclic collector runs anyway (by default after every
+# 700 net allocations), and its older-generation passes walked every long-lived object of
+# the server (modules, SQLAlchemy's tables, FastAPI's routes, every connection): about a
+# quarter of a node's CPU under a durable-publish load (docs/benchmarks.md).
 GC_THRESHOLD = (20_000, 50, 100)
 
 

@@ -4,9 +4,12 @@ Writes of the message log go through one writer task that packs concurrent appen
 transaction (group commit, DESIGN.md "Data model"): a publisher's ``append`` returns only
 after the transaction holding its row committed.
 
-On SQLite every write uses one connection (SQLite serialises writers anyway; doing it here
-avoids ``database is locked``), reads use a small pool, and the file runs in WAL mode so
-readers never wait for the writer. A crash of the process loses nothing committed.
+The hot statements (the connect path's reads, replay pages, batches of appends) run on the
+driver itself (store/direct.py, store/appends.py); everything else goes through SQLAlchemy.
+On SQLite that makes two writer connections, SQLAlchemy's and the appender's: the
+appender's transactions begin IMMEDIATE and both wait on the other through
+``busy_timeout``, never with ``database is locked``. The file runs in WAL mode, so readers
+never wait for a writer. A crash of the process loses nothing committed.
 """
 
 from __future__ import annotations
