@@ -18,16 +18,26 @@ SECRET = "cluster-test-secret-shared-by-every-node"
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int, broker_url: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int,
+        broker_url: str | None = None,
+        *,
+        broker_urls: list[str] | None = None,
+    ) -> None:
+        """``broker_urls`` gives each node its own way to the same Redis channel (a test
+        puts one node behind a proxy it can cut)."""
         self.database_url = create_postgres_database()
         self.broker_url = broker_url or redis_channel_url()
+        urls = broker_urls or [self.broker_url] * size
         self.nodes = [
             ServerProcess(
                 root / f"node{i}",
                 "--database",
                 self.database_url,
                 "--broker",
-                self.broker_url,
+                urls[i],
                 env={"TOPICHUB_SECRET": SECRET},
             )
             for i in range(size)

@@ -178,3 +178,89 @@ async def test_redis_outage_nodes_recover_without_restart(tmp_path: Path) -> Non
     finally:
         cluster.stop()
         proxy.close()
+
+
+async def test_first_direct_messages_arriving_out_of_order_are_all_delivered(
+    tmp_path: Path,
+) -> None:
+    """A direct conversation has no join event, so a node starts following it at the
+    first event it sees. If that event is not the conversation's first message (another
+    node's event is late), the earlier ones must still reach this node's connections, in
+    order, not be taken as already sent.
+
+    Node 0 reaches Redis through a proxy that the test cuts, so its event for seq 1 is
+    held back in its outbox while seq 2 from node 1 reaches node 2 first."""
+    base = redis_channel_url()
+    target = urlsplit(base)
+    proxy = ThreadedTcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxied = base.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    cluster = Cluster(tmp_path, 3, broker_urls=[proxied, base, base]).start()
+    try:
+        alice, bob = cluster.account(0), cluster.account(1)
+        a = await cluster.connect(alice, 0)
+        b = await cluster.connect(bob, 1)
+        watcher = await cluster.connect(bob, 2)  # connected before the conversation exists
+
+        proxy.cut()
+        first = await a.request("message", topic_name=bob.username, content="one")
+        assert (first["result"], first["seq"]) == ("ok", 1)
+        second = await b.request("message", topic_name=alice.username, content="two")
+        assert (second["result"], second["seq"]) == ("ok", 2)
+
+        got = [await watcher.next_event(seconds=10) for _ in range(2)]
+        assert [(e["event"], e["seq"], e["content"]) for e in got] == [
+            ("message", 1, "one"),
+            ("message", 2, "two"),
+        ]
+        proxy.restore()
+        # Node 0's late event for seq 1 changes nothing: no duplicate follows.
+        third = await a.request("message", topic_name=bob.username, content="three", seconds=30)
+        assert third["seq"] == 3
+        event = await watcher.next_event(seconds=30)
+        assert (event["seq"], event["content"]) == (3, "three")
+    finally:
+        cluster.stop()
+        proxy.close()
+
+
+async def test_a_join_arriving_after_later_messages_still_gets_them(tmp_path: Path) -> None:
+    """A user joins a topic on node 0 while node 0 cannot reach Redis, so the join event
+    reaches node 2 only after messages published after the join, which node 2 already
+    fanned out to its other subscriber. The user's connection on node 2 must still get
+    them, in order, once the join arrives (they are the user's from the join on)."""
+    base = redis_channel_url()
+    target = urlsplit(base)
+    proxy = ThreadedTcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxied = base.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    cluster = Cluster(tmp_path, 3, broker_urls=[proxied, base, base]).start()
+    try:
+        owner, carol, bob = cluster.account(1), cluster.account(2), cluster.account(0)
+        publisher = await cluster.connect(owner, 1)
+        await publisher.request("create", topic_name="news")
+        c = await cluster.connect(carol, 2)
+        assert (await c.request("subscribe", topic_name="news"))["result"] == "ok"
+        assert (await publisher.request("message", topic_name="news", content=0))["seq"] == 1
+        assert (await c.next_event(seconds=10))["seq"] == 1  # node 2 follows the topic
+
+        joiner = await cluster.connect(bob, 0)
+        watcher = await cluster.connect(bob, 2)  # bob's other connection, on node 2
+        proxy.cut()
+        assert (await joiner.request("subscribe", topic_name="news"))["result"] == "ok"
+        for n in (1, 2):  # after the join: bob's, but node 2 does not know he joined
+            assert (await publisher.request("message", topic_name="news", content=n))["seq"] == (
+                n + 1
+            )
+        assert [(await c.next_event(seconds=10))["seq"] for _ in range(2)] == [2, 3]
+        proxy.restore()  # node 0 sends the join event now
+
+        got = [await watcher.next_event(seconds=30) for _ in range(2)]
+        assert [(e["event"], e["seq"], e["content"]) for e in got] == [
+            ("message", 2, 1),
+            ("message", 3, 2),
+        ]
+        assert (await publisher.request("message", topic_name="news", content=3))["seq"] == 4
+        assert (await watcher.next_event(seconds=10))["seq"] == 4
+        assert (await c.next_event(seconds=10))["seq"] == 4  # carol: no repeat of 2 and 3
+    finally:
+        cluster.stop()
+        proxy.close()

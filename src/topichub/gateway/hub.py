@@ -129,12 +129,16 @@ class Hub:
                     invited_event(event.topic_name, event.invited_by) if event.invited_by else None
                 )
                 joining = [c for c in self.by_user.get(event.username, ()) if c.open]
-                if joining and event.since_seq is not None:
-                    self._follow(_stream_topic(topic_id, event.topic_name, None), event.since_seq)
+                since = event.since_seq
+                stream = None
+                if joining and since is not None:
+                    stream = self._follow(_stream_topic(topic_id, event.topic_name, None), since)
                 for conn in joining:
                     self._route(conn, topic_id)
                     if invite is not None:
                         conn.send(invite)
+                if stream is not None and since is not None and stream.last > since:
+                    self._rewind(stream, since)
             case MembershipChanged(topic_id=topic_id, joined=False):
                 for conn in self.by_user.get(event.username, ()):
                     self._unroute(conn, topic_id)
@@ -159,8 +163,14 @@ class Hub:
                         self._route(conn, topic_id)
         if topic_id not in self.by_topic:
             return  # nobody on this node listens
+        # A stream starts here only for a direct conversation its connections were just
+        # routed to: they connected before it existed, so all of it is new to them. Its
+        # first event here need not be its first message (another node's may be late),
+        # so the stream starts at 0 and an early event waits for the rest (held, then
+        # read from the store); it must not take the earlier messages as already sent.
         stream = self._follow(
-            _stream_topic(topic_id, record.topic_name, record.direct_pair), record.seq - 1
+            _stream_topic(topic_id, record.topic_name, record.direct_pair),
+            0 if record.direct_pair is not None else record.seq - 1,
         )
         if record.seq <= stream.last:
             return  # already fanned out (a re-read overlapping a late event)
@@ -207,6 +217,16 @@ class Hub:
             self._schedule_fill(stream, 0)
         self._spawn(self._refresh_memberships())
 
+    def _rewind(self, stream: TopicStream, since: int) -> None:
+        """Connections just joined at ``since``, and this node already fanned out past it
+        (the join event arrived after later messages, from another node or while the join
+        was being stored): fan out again from ``since``, from the store. Connections that
+        had those messages drop them by seq; the joining ones get them, in order, before
+        anything newer (held meanwhile)."""
+        stream.last = since
+        stream.resync = True  # read up to the end of the log, then go live again
+        self._schedule_fill(stream, 0)
+
     def _schedule_fill(self, stream: TopicStream, wait: float) -> None:
         if not stream.filling:
             stream.filling = True
@@ -234,13 +254,16 @@ class Hub:
                 upto = END_OF_LOG
             else:
                 return
+            after = stream.last
             records = await self.store.read_range(
                 stream.topic,
-                after=stream.last,
+                after=after,
                 upto=upto,
                 exclude_sender_id=None,
                 limit=FILL_PAGE,
             )
+            if stream.last < after:
+                continue  # rewound while reading: read again from there
             for record in records:
                 if record.seq > stream.last:  # a hole left by retention is skipped
                     self._fan_out(record)
