@@ -133,6 +133,10 @@ class SqliteDirect:
             return
 
         def settle(done: asyncio.Future[list[Rows | Exception]]) -> None:
+            if done.cancelled():  # the loop is shutting down
+                for _, _, future in batch:
+                    future.cancel()
+                return
             error = done.exception()
             for index, (_, _, future) in enumerate(batch):
                 if future.done():
