@@ -75,13 +75,23 @@ class Direct(Protocol):
 # -- SQLite ---------------------------------------------------------------------------------
 
 
+def set_sqlite_pragmas(dbapi_connection: Any) -> None:
+    """How every SQLite connection of the store is set up, ours and SQLAlchemy's.
+
+    WAL: readers never block the writer. NORMAL sync: a process crash loses nothing
+    committed (only an OS crash could lose the last transactions). The busy timeout lets
+    the two writer connections wait for each other."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
 def sqlite_connect(path: str, *, read_only: bool) -> sqlite3.Connection:
-    """A connection set up as every connection of the store is (WAL, see sql.py)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=10000")
+    set_sqlite_pragmas(conn)
     if read_only:
         conn.execute("PRAGMA query_only=ON")
     return conn

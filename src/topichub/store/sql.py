@@ -56,6 +56,7 @@ from topichub.store.direct import (
     Rows,
     SqliteDirect,
     compile_query,
+    set_sqlite_pragmas,
 )
 from topichub.store.schema import members, messages, names, nodes, topics, users
 
@@ -926,14 +927,7 @@ async def _unavailable_on_failure() -> AsyncIterator[None]:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL: readers never block the writer; NORMAL sync: a process crash loses nothing
-    # committed (only an OS crash could lose the last transactions).
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+    set_sqlite_pragmas(dbapi_connection)
 
 
 def _upgrade_to_head(connection: sa.Connection) -> None:
