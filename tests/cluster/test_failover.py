@@ -21,6 +21,16 @@ from topichub.testing import WsClient
 pytestmark = pytest.mark.timeout(240)
 
 
+def redis_behind_proxy() -> tuple[ThreadedTcpProxy, str, str]:
+    """(a proxy the test can cut, the Redis URL through it, the direct URL), both URLs on
+    the same channel."""
+    base = redis_channel_url()
+    target = urlsplit(base)
+    proxy = ThreadedTcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxied = base.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    return proxy, proxied, base
+
+
 class Member:
     """A member that records every message it gets, reconnecting to a surviving node
     whenever its connection drops."""
@@ -108,10 +118,7 @@ async def test_sigkill_of_a_node_loses_no_acknowledged_message(cluster: Cluster)
 
 
 async def test_redis_outage_nodes_recover_without_restart(tmp_path: Path) -> None:
-    base = redis_channel_url()
-    target = urlsplit(base)
-    proxy = ThreadedTcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
-    proxied = base.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    proxy, proxied, _ = redis_behind_proxy()
     cluster = Cluster(tmp_path, 2, broker_url=proxied).start()
     pids = [node.process.pid for node in cluster.nodes]  # type: ignore[union-attr]
     try:
@@ -190,10 +197,7 @@ async def test_first_direct_messages_arriving_out_of_order_are_all_delivered(
 
     Node 0 reaches Redis through a proxy that the test cuts, so its event for seq 1 is
     held back in its outbox while seq 2 from node 1 reaches node 2 first."""
-    base = redis_channel_url()
-    target = urlsplit(base)
-    proxy = ThreadedTcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
-    proxied = base.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    proxy, proxied, base = redis_behind_proxy()
     cluster = Cluster(tmp_path, 3, broker_urls=[proxied, base, base]).start()
     try:
         alice, bob = cluster.account(0), cluster.account(1)
@@ -228,10 +232,7 @@ async def test_a_join_arriving_after_later_messages_still_gets_them(tmp_path: Pa
     reaches node 2 only after messages published after the join, which node 2 already
     fanned out to its other subscriber. The user's connection on node 2 must still get
     them, in order, once the join arrives (they are the user's from the join on)."""
-    base = redis_channel_url()
-    target = urlsplit(base)
-    proxy = ThreadedTcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
-    proxied = base.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    proxy, proxied, base = redis_behind_proxy()
     cluster = Cluster(tmp_path, 3, broker_urls=[proxied, base, base]).start()
     try:
         owner, carol, bob = cluster.account(1), cluster.account(2), cluster.account(0)
