@@ -698,6 +698,7 @@ async def durable(job: dict[str, Any]) -> dict[str, Any]:
                 "server_cpu_pct": 100 * (sum(srv_end) - sum(srv_start)) / wall,
                 "loadgen_cpu_pct": 100 * (sum(cpu_end) - sum(cpu_start)) / wall,
                 "us_per_publish": 1e6 * (sum(srv_end) - sum(srv_start)) / max(1, acked),
+                "us_kernel_per_publish": 1e6 * (srv_end[1] - srv_start[1]) / max(1, acked),
             }
         )
         log(f"durable: {runs[-1]['publishes_per_s']:,.0f} publishes/s")

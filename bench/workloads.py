@@ -365,6 +365,12 @@ def durable(ctx: Context) -> list[Row]:
                 check=lambda v, t=target: v >= t,
             ),
             Row("durable", case, "server CPU µs/publish", [p["us_per_publish"] for p in per]),
+            Row(
+                "durable",
+                case,
+                "  of which kernel µs",
+                [p.get("us_kernel_per_publish", float("nan")) for p in per],
+            ),
             Row("durable", case, "server CPU %", [p["server_cpu_pct"] for p in per], "{:.0f}"),
             Row(
                 "durable",

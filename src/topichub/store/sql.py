@@ -238,7 +238,8 @@ class HotQueries:
 _STORED_COLUMNS = "topic_id, sender_id, seq, sender, content, client_id, created_at"
 _INSERT_COLUMNS = "topic_id, seq, sender_id, sender, content, client_id, created_at"
 _SQLITE_STORED = (
-    f"SELECT {_STORED_COLUMNS} FROM messages WHERE topic_id = ? AND sender_id = ? AND client_id = ?"
+    f"SELECT {_STORED_COLUMNS} FROM messages"
+    " WHERE topic_id = ? AND sender_id = ? AND client_id = ? AND client_id IS NOT NULL"
 )
 _SQLITE_RESERVE = "UPDATE topics SET last_seq = last_seq + ? WHERE id = ? RETURNING id, last_seq"
 _SQLITE_INSERT = f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -246,6 +247,7 @@ _PG_STORED = (
     "SELECT m.topic_id, m.sender_id, m.seq, m.sender, m.content, m.client_id, m.created_at"
     " FROM messages m JOIN unnest($1::int[], $2::int[], $3::text[]) AS k(t, s, c)"
     " ON m.topic_id = k.t AND m.sender_id = k.s AND m.client_id = k.c"
+    " WHERE m.client_id IS NOT NULL"  # what lets the planner use the partial index
 )
 _PG_RESERVE = (
     "UPDATE topics SET last_seq = topics.last_seq + k.n"
