@@ -592,6 +592,8 @@ async def fanout(job: dict[str, Any]) -> dict[str, Any]:
             max_ms=(lat[-1] / 1e6) if lat else float("nan"),
             us_per_delivery_at_rate=at_rate["us_per_delivery"],
             us_kernel_per_delivery_at_rate=at_rate["us_kernel_per_delivery"],
+            server_cpu_pct_at_rate=at_rate["server_cpu_pct"],
+            loadgen_cpu_pct_at_rate=at_rate["loadgen_cpu_pct"],
         )
         runs.append(result)
         log(

@@ -235,6 +235,16 @@ def _fanout_rows(server_name: str, subscribers: int, result: dict[str, Any]) -> 
         ),
         Row(w, case, "CPU µs/delivery at 20% rate", _values(result, "us_per_delivery_at_rate")),
         Row(w, case, "  of which kernel µs", _values(result, "us_kernel_per_delivery_at_rate")),
+        Row(
+            w, case, "server CPU % at 20% rate", _values(result, "server_cpu_pct_at_rate"), "{:.0f}"
+        ),
+        Row(
+            w,
+            case,
+            "load generator CPU % at 20% rate",
+            _values(result, "loadgen_cpu_pct_at_rate"),
+            "{:.0f}",
+        ),
         Row(w, case, "p50 ms at 20% rate", _values(result, "p50_ms")),
         Row(
             w,

@@ -27,8 +27,13 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+try:
+    from websockets.speedups import apply_mask  # websockets' own C unmasking
+except ImportError:  # a websockets built without its C extension
+    from websockets.utils import apply_mask
+
 from topichub.errors import CloseCode
-from topichub.gateway.frames import PING_FRAME, text_frame
+from topichub.gateway.frames import FAST_TEXT, PING_FRAME, client_frame_at, text_frame
 from topichub.models import User
 from topichub.store.base import CursorUpdate
 
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 
 INBOX_HIGH = 64  # frames waiting for their turn before the socket stops being read
 INBOX_LOW = 8
+BEFORE_OPEN_LIMIT = 65536  # a handshake request is far smaller
 PUBLISH_PIPELINE = 64  # publishes of one connection checked and queued, not yet committed
 
 
@@ -109,6 +115,11 @@ class Connection(asyncio.Protocol):
         # Cursor moves of the queued frames: they count only once the frames are written.
         self._out_seqs: dict[int, int] = {}
         self._inbox: deque[str | None] = deque()
+        self.max_frame_bytes = max_frame_bytes
+        # What arrived before the handshake was answered (see _handshake), then None.
+        self._before_open: bytearray | None = bytearray()
+        # The fast path's unparsed bytes (a frame cut short); None: websockets reads all.
+        self._partial: bytearray | None = None
         self._fragments: list[bytes] = []
         self._fragment_opcode = Opcode.TEXT
         self._worker: asyncio.Task[None] | None = None
@@ -136,7 +147,19 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = asyncio.get_running_loop().time()
-        self.protocol.receive_data(data)
+        if self._partial is not None:
+            self._read_frames(data)
+        else:
+            if self._before_open is not None:
+                self._before_open += data
+                if len(self._before_open) > BEFORE_OPEN_LIMIT:
+                    self._before_open = None  # not a plain handshake: no fast path
+            self._receive(data)
+
+    def _receive(self, data: bytes | bytearray) -> None:
+        """Bytes through websockets' parser: the handshake, and every frame the fast path
+        leaves to it."""
+        self.protocol.receive_data(bytes(data))
         for event in self.protocol.events_received():
             if isinstance(event, Request):
                 self._spawn(self._handshake(event))
@@ -144,7 +167,45 @@ class Connection(asyncio.Protocol):
                 self._frame_received(event)
         self._send_protocol_data()
 
+    def _read_frames(self, data: bytes) -> None:
+        """The fast path for what clients send most: an unfragmented, masked text frame is
+        unmasked and queued here (websockets' parser, in Python, costs several µs per
+        frame). Every other frame (control, binary, fragments) goes whole to websockets,
+        so its parser always stands at a frame boundary; anything it must refuse
+        (unmasked, oversized) goes to it with the rest of the stream, and the fast path
+        ends there: websockets fails the connection with the right close code."""
+        assert self._partial is not None
+        buffer = self._partial + data if self._partial else data
+        pos, end = 0, len(buffer)
+        while pos < end and self.protocol.state is State.OPEN:
+            header = client_frame_at(buffer, pos)
+            if header is None:
+                self._partial = bytearray(buffer[pos:])  # a header cut short
+                return
+            first, mask_at, length = header
+            if mask_at < 0 or length > self.max_frame_bytes:
+                break  # websockets refuses it
+            frame_end = mask_at + 4 + length
+            if frame_end > end:
+                self._partial = bytearray(buffer[pos:])  # a payload cut short
+                return
+            if first == FAST_TEXT and not self._fragments:
+                mask = buffer[mask_at : mask_at + 4]
+                self._text_received(apply_mask(buffer[mask_at + 4 : frame_end], mask))
+            else:
+                self._receive(buffer[pos:frame_end])
+            pos = frame_end
+        if pos == end and self.protocol.state is State.OPEN:
+            self._partial = bytearray()
+            return
+        self._partial = None  # from here on websockets reads this connection
+        if pos < end:
+            self._receive(buffer[pos:])
+
     def eof_received(self) -> bool | None:
+        if self._partial:  # a frame cut short: websockets says so
+            self.protocol.receive_data(bytes(self._partial))
+        self._partial = None
         self.protocol.receive_eof()
         self._send_protocol_data()
         return None
@@ -183,8 +244,13 @@ class Connection(asyncio.Protocol):
             response.headers["Server"] = "topichub"
         self.protocol.send_response(response)
         self._send_protocol_data()
+        before_open, self._before_open = self._before_open, None
         if self.protocol.state is not State.OPEN:
             return
+        # The fast path may take over only at a frame boundary: when nothing but the
+        # request came before the response (RFC 6455 4.1: clients wait for it).
+        if before_open is not None and before_open.find(b"\r\n\r\n") == len(before_open) - 4:
+            self._partial = bytearray()
         if self._timer is not None:
             self._timer.cancel()
         self.open = True
@@ -216,13 +282,21 @@ class Connection(asyncio.Protocol):
         data = b"".join(self._fragments)
         self._fragments = []
         if self._fragment_opcode is Opcode.BINARY:
-            self._inbox.append(None)  # binary frames are refused with an error reply
+            self._queue_message(None)  # binary frames are refused with an error reply
         else:
-            try:
-                self._inbox.append(data.decode())
-            except UnicodeDecodeError:
-                self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8")  # RFC 6455 8.1
-                return
+            self._text_received(data)
+
+    def _text_received(self, data: bytes) -> None:
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8")  # RFC 6455 8.1
+            self._send_protocol_data()
+            return
+        self._queue_message(text)
+
+    def _queue_message(self, message: str | None) -> None:
+        self._inbox.append(message)
         if len(self._inbox) >= INBOX_HIGH and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()

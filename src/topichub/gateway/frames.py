@@ -1,6 +1,7 @@
-"""Server-to-client WebSocket frames, built once and written to many sockets (RFC 6455
-section 5.2). A server's frames are never masked, so the bytes of one event are the same
-for every recipient. Pure functions, no I/O."""
+"""WebSocket frames (RFC 6455 section 5.2). Server-to-client frames are built once and
+written to many sockets: a server's frames are never masked, so the bytes of one event are
+the same for every recipient. Client-to-server frames are delimited here for the
+connection's fast path (gateway/connection.py). Pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -15,3 +16,31 @@ def text_frame(payload: bytes) -> bytes:
     if size < 1 << 16:
         return b"\x81\x7e" + size.to_bytes(2, "big") + payload
     return b"\x81\x7f" + size.to_bytes(8, "big") + payload
+
+
+FAST_TEXT = 0x81  # first byte of an unfragmented text frame with no extension bits
+
+
+def client_frame_at(data: bytes | bytearray, pos: int) -> tuple[int, int, int] | None:
+    """Where the client frame starting at ``pos`` lies: (its first byte, where its mask
+    key starts, its payload length), or None if ``data`` ends before its header does.
+
+    A mask key start of -1 means the frame is not masked (a protocol error: clients must
+    mask). Only the header is read; the caller checks that the payload has arrived."""
+    end = len(data)
+    if end - pos < 2:
+        return None
+    first, second = data[pos], data[pos + 1]
+    length = second & 0x7F
+    start = pos + 2
+    if length == 126:
+        if end - start < 2:
+            return None
+        length = int.from_bytes(data[start : start + 2], "big")
+        start += 2
+    elif length == 127:
+        if end - start < 8:
+            return None
+        length = int.from_bytes(data[start : start + 8], "big")
+        start += 8
+    return first, (start if second & 0x80 else -1), length
