@@ -204,8 +204,9 @@ class Hub:
                 side = encoded.get(conn.username)
                 if side is not None:
                     delivered += conn.deliver(record.topic_id, record.seq, side)
-        self.metrics.published.inc()
-        self.metrics.deliveries.inc(delivered)
+        counts = self.metrics.fan_out
+        counts.published += 1
+        counts.deliveries += delivered
 
     # -- catching up from the store -------------------------------------------------------
 

@@ -307,7 +307,12 @@ class SqlStore(Store):
             self._writer_engine = self._reader_engine = engine
             self._direct = PostgresDirect("postgresql://" + async_url.split("://", 1)[1])
         self._hot = HotQueries(self.dialect)
-        self._queue: asyncio.Queue[tuple[AppendRequest, asyncio.Future[Any]]] = asyncio.Queue()
+        # Appends waiting for the writer (a plain list: a publish costs one append here,
+        # and the writer takes up to MAX_BATCH of them per transaction).
+        self._appends: list[tuple[AppendRequest, asyncio.Future[Any]]] = []
+        self._wakeup: asyncio.Future[None] | None = None  # the idle writer waits on it
+        self._drained = asyncio.Event()  # set while no append is waiting or committing
+        self._drained.set()
         self._writer_task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
@@ -362,7 +367,7 @@ class SqlStore(Store):
 
     async def close(self) -> None:
         if self._writer_task is not None:
-            await self._queue.join()  # every queued append is committed before we stop
+            await self._drained.wait()  # every queued append is committed before we stop
             self._writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
@@ -636,14 +641,22 @@ class SqlStore(Store):
         future: asyncio.Future[tuple[MessageRecord, bool]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._queue.put_nowait((request, future))
+        self._appends.append((request, future))
+        self._drained.clear()
+        if self._wakeup is not None:
+            self._wakeup.set_result(None)
+            self._wakeup = None
         return future
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self._appends:
+                self._drained.set()
+                self._wakeup = loop.create_future()
+                await self._wakeup
+            batch = self._appends[:MAX_BATCH]
+            del self._appends[:MAX_BATCH]
             try:
                 await self._commit_batch(batch)
             except Exception:
@@ -655,9 +668,6 @@ class SqlStore(Store):
                     except Exception as exc:
                         if not item[1].done():
                             item[1].set_exception(exc)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
 
     async def _commit_batch(self, batch: list[tuple[AppendRequest, asyncio.Future[Any]]]) -> None:
         appends = AppendBatch([request for request, _ in batch])
