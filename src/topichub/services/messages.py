@@ -67,6 +67,24 @@ class MessageService:
             if not policy.may_publish(await self.store.get_membership(topic.id, actor.id)):
                 raise NotAMember(f"subscribe to {name!r} before publishing to it")
             lookups.remember_member(topic.id, actor.id, actor.username)
+        return self._queue(actor, topic, content_json, client_id)
+
+    def submit_now(
+        self, actor: User, name: str, content_json: str, client_id: str | int | None
+    ) -> asyncio.Future[tuple[MessageRecord, bool]] | None:
+        """``submit`` without a coroutine, for the common case where the node remembers the
+        topic and the membership (a publisher's every message after its first); None when
+        it does not, and then nothing was checked or counted: call ``submit``."""
+        topic = self.topics.cached_conversation(actor, name)
+        if topic is None or not self.topics.lookups.is_member(topic.id, actor.id):
+            return None
+        check_content_size(content_json, self.max_message_bytes)
+        self.limiter.check(actor.id)
+        return self._queue(actor, topic, content_json, client_id)
+
+    def _queue(
+        self, actor: User, topic: Topic, content_json: str, client_id: str | int | None
+    ) -> asyncio.Future[tuple[MessageRecord, bool]]:
         return self.store.submit(
             AppendRequest(
                 topic,

@@ -37,9 +37,7 @@ class TopicService:
         """What a name means as an address: the topic of that name, or the direct
         conversation with the user of that name (made on first use)."""
         if is_valid_name(name):
-            cached = self.lookups.topic(name) or self.lookups.topic(
-                direct_topic_name(actor.username, name)
-            )
+            cached = self.cached_conversation(actor, name)
             if cached is not None:
                 return cached
             topic = await self.store.get_topic(name)
@@ -51,6 +49,12 @@ class TopicService:
                 self.lookups.remember_topic(topic)
                 return topic
         raise NotFound(f"no topic or user {name!r}")
+
+    def cached_conversation(self, actor: User, name: str) -> Topic | None:
+        """``conversation`` when this node remembers the name, else None (no I/O)."""
+        return self.lookups.topic(name) or self.lookups.topic(
+            direct_topic_name(actor.username, name)
+        )
 
     async def create(self, actor: User, name: str, *, is_private: bool) -> Topic:
         check_name(name, "topic_name")
