@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -262,6 +263,11 @@ async def test_a_join_arriving_after_later_messages_still_gets_them(tmp_path: Pa
         assert (await publisher.request("message", topic_name="news", content=3))["seq"] == 4
         assert (await watcher.next_event(seconds=10))["seq"] == 4
         assert (await c.next_event(seconds=10))["seq"] == 4  # carol: no repeat of 2 and 3
+        # Node 2 fanned 2 and 3 out twice (the second time only to bob), yet counts four
+        # messages published.
+        async with httpx.AsyncClient(timeout=10) as http:
+            metrics = (await http.get(f"{cluster.nodes[2].api_url}/metrics")).text
+        assert re.search(r"^topichub_messages_published_total 4\.0$", metrics, re.M), metrics
     finally:
         cluster.stop()
         proxy.close()

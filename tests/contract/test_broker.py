@@ -181,3 +181,28 @@ async def test_redis_broker_recovers_after_its_connection_drops() -> None:
         await a.broker.close()
         await b.broker.close()
         await proxy.close()
+
+
+async def test_an_event_redis_cannot_carry_is_dropped_and_the_others_resync() -> None:
+    """A bug that makes one event unencodable must not stop the sender: the events
+    around it still go, and the other nodes are told to re-read the store, where the
+    message is."""
+    url = redis_channel_url()
+    a = await Node(open_broker(url)).start()
+    b = await Node(open_broker(url)).start()
+    try:
+        bad = MessagePublished(record(2, content="\ud800"))  # orjson refuses lone surrogates
+        for event in (MessagePublished(record(1)), bad, MessagePublished(record(3))):
+            a.broker.publish(event)
+        assert [e.record.seq for e in await b.wait_for(2)] == [1, 3]  # type: ignore[attr-defined]
+        for _ in range(50):
+            if b.resyncs:
+                break
+            await asyncio.sleep(0.1)
+        assert b.resyncs == 1
+        assert a.broker.stats()["publish_errors"] == 1  # type: ignore[attr-defined]
+        a.broker.publish(TopicDeleted(9))  # and the sender goes on
+        assert (await b.wait_for(3))[-1] == TopicDeleted(9)
+    finally:
+        await a.broker.close()
+        await b.broker.close()

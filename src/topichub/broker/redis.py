@@ -146,6 +146,26 @@ class RedisBroker(Broker):
             self.publish_errors += 1  # stored already: kept for the reconnect
         self._wake_sender.set()
 
+    def _encode(self, batch: list[BrokerEvent]) -> list[bytes]:
+        """The batch as Redis messages. An event that cannot be encoded (a bug, never a
+        client's doing) is dropped rather than stopping the sender for good: its message
+        is in the store, and the Resync sent once the outbox is empty has every other
+        node re-read it from there."""
+        try:
+            return encode_batches(self.node_id, batch)
+        except Exception:
+            encodable = []
+            for event in batch:
+                try:
+                    encode_batches(self.node_id, [event])
+                except Exception:
+                    log.exception("dropped an event the broker cannot encode: %r", event)
+                    self.publish_errors += 1
+                    self._outbox_overflowed = True
+                else:
+                    encodable.append(event)
+            return encode_batches(self.node_id, encodable)
+
     async def _send(self) -> None:
         """Drain the outbox in order, a pipeline of up to SEND_BATCH events at a time; an
         event leaves the outbox only once Redis took it."""
@@ -155,9 +175,10 @@ class RedisBroker(Broker):
             self._wake_sender.clear()
             while self._outbox and self.connected:
                 batch = [self._outbox[i] for i in range(min(SEND_BATCH, len(self._outbox)))]
+                messages = self._encode(batch)
                 try:
                     pipe = self._client.pipeline(transaction=False)
-                    for message in encode_batches(self.node_id, batch):
+                    for message in messages:
                         pipe.publish(self.channel, message)
                     await asyncio.wait_for(pipe.execute(), PUBLISH_TIMEOUT)
                 except (RedisError, OSError, TimeoutError) as exc:

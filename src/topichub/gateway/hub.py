@@ -46,6 +46,7 @@ END_OF_LOG = 2**62
 class TopicStream:
     topic: Topic
     last: int  # highest seq fanned out on this node
+    counted: int = -1  # highest seq counted as published (a rewind fans out some again)
     held: dict[int, MessageRecord] = field(default_factory=dict)
     filling: bool = False
     resync: bool = False  # read the store to its end (events may have been lost)
@@ -178,17 +179,17 @@ class Hub:
             stream.held[record.seq] = record
             self._schedule_fill(stream, GAP_WAIT)
             return
-        self._fan_out(record)
+        self._fan_out(record, stream)
         stream.last = record.seq
         self._release_held(stream)
 
     def _release_held(self, stream: TopicStream) -> None:
         while stream.held and stream.last + 1 in stream.held:
             record = stream.held.pop(stream.last + 1)
-            self._fan_out(record)
+            self._fan_out(record, stream)
             stream.last = record.seq
 
-    def _fan_out(self, record: MessageRecord) -> None:
+    def _fan_out(self, record: MessageRecord, stream: TopicStream) -> None:
         topic_id, seq = record.topic_id, record.seq
         conns = self.by_topic.get(topic_id, ())
         delivered = 0
@@ -205,8 +206,10 @@ class Hub:
                 if side is not None:
                     delivered += conn.deliver(record.topic_id, record.seq, side)
         counts = self.metrics.fan_out
-        counts.published += 1
         counts.deliveries += delivered
+        if seq > stream.counted:
+            stream.counted = seq
+            counts.published += 1
 
     # -- catching up from the store -------------------------------------------------------
 
@@ -267,7 +270,7 @@ class Hub:
                 continue  # rewound while reading: read again from there
             for record in records:
                 if record.seq > stream.last:  # a hole left by retention is skipped
-                    self._fan_out(record)
+                    self._fan_out(record, stream)
                     stream.last = record.seq
             if not records and upto != END_OF_LOG:
                 stream.last = max(stream.last, upto)  # gone from the store: skip the gap
