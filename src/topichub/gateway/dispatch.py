@@ -97,6 +97,21 @@ class Dispatcher:
             return
         conn.pipeline_publish(stored, lambda done: self.finish_publish(conn, action, done))
 
+    def publish_now(self, conn: Connection, action: Publish) -> bool:
+        """``begin_publish`` without a coroutine, for a publish the node can check from
+        memory (``MessageService.submit_now``) and that passes; False, with nothing done,
+        for any other: then ``handle`` runs it (and a refusal replies in order)."""
+        try:
+            stored = self.services.messages.submit_now(
+                conn.user, action.topic_name, action.content, action.client_id
+            )
+        except Exception:
+            return False
+        if stored is None:
+            return False
+        conn.pipeline_publish(stored, lambda done: self.finish_publish(conn, action, done))
+        return True
+
     def finish_publish(
         self, conn: Connection, action: Publish, stored: asyncio.Future[tuple[MessageRecord, bool]]
     ) -> None:

@@ -169,7 +169,7 @@ class Hub:
         # first event here need not be its first message (another node's may be late),
         # so the stream starts at 0 and an early event waits for the rest (held, then
         # read from the store); it must not take the earlier messages as already sent.
-        stream = self._follow(
+        stream = self.streams.get(topic_id) or self._follow(
             _stream_topic(topic_id, record.topic_name, record.direct_pair),
             0 if record.direct_pair is not None else record.seq - 1,
         )

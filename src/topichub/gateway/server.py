@@ -25,7 +25,7 @@ from topichub.gateway.hub import Hub
 from topichub.observability import Metrics
 from topichub.services import Services
 from topichub.store.base import Store
-from topichub.wire.actions import BadFrame, Disconnect
+from topichub.wire.actions import BadFrame, Disconnect, Publish
 from topichub.wire.codec import decode_action
 from topichub.wire.events import (
     connected_event,
@@ -178,6 +178,8 @@ class Gateway:
         # Frames are UTF-8 JSON text (PROTOCOL.md, "Frames"): a binary one gets an error
         # reply and the connection stays open.
         action = decode_action(message) if message is not None else BINARY_FRAME
+        if isinstance(action, Publish) and self.dispatcher.publish_now(conn, action):
+            return
         await self.dispatcher.handle(conn, action)
         if isinstance(action, Disconnect):
             await self._finish(conn, CloseCode.NORMAL)
