@@ -153,8 +153,9 @@ async def test_cursors_and_pending_ranges(store: Store) -> None:
 
 
 async def test_cursor_batches_move_many_members_forward_never_back(store: Store) -> None:
-    """A flush groups members at the same (topic, seq) into one statement; every member
-    still moves on its own terms: forward only, and only its own row."""
+    """A flush is one statement for all its members; every member still moves on its own
+    terms: forward only, only its own row, and to the furthest seq when a flush carries
+    two for it (two connections of one user)."""
     owner = await user(store, "owner")
     news = await store.create_topic("news", TopicKind.PUBLIC, owner.id)
     sport = await store.create_topic("sport", TopicKind.PUBLIC, owner.id)
@@ -169,6 +170,7 @@ async def test_cursor_batches_move_many_members_forward_never_back(store: Store)
         [CursorUpdate(r.id, news.id, 5) for r in readers[:4]]  # r0 is ahead: stays at 9
         + [CursorUpdate(readers[4].id, news.id, 7)]  # a single
         + [CursorUpdate(r.id, sport.id, 3) for r in readers[1:3]]  # other topic, same users
+        + [CursorUpdate(readers[5].id, news.id, 8), CursorUpdate(readers[5].id, news.id, 6)]
     )
 
     async def cursor(topic: Topic, reader: User) -> int:
@@ -176,7 +178,7 @@ async def test_cursor_batches_move_many_members_forward_never_back(store: Store)
         assert membership is not None
         return membership.delivered_seq
 
-    assert [await cursor(news, r) for r in readers] == [9, 5, 5, 5, 7, 0]
+    assert [await cursor(news, r) for r in readers] == [9, 5, 5, 5, 7, 8]
     assert [await cursor(sport, r) for r in readers] == [0, 3, 3, 0, 0, 0]
 
 

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from importlib.resources import files
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -63,7 +64,6 @@ from topichub.store.schema import members, messages, names, nodes, topics, users
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
-CURSOR_CHUNK = 5000  # user ids per UPDATE ... IN (well under any bound-parameter limit)
 # Serialises migrations of nodes starting at once on one PostgreSQL database.
 MIGRATION_LOCK_ID = 0x70C1C4B
 
@@ -140,14 +140,18 @@ _MESSAGE_COLUMNS = (
 )
 
 # One member's cursor moves forward, never back (executed with many parameter sets).
-_ADVANCE_ONE_CURSOR = (
-    sa.update(members)
-    .where(
-        members.c.topic_id == sa.bindparam("t_id"),
-        members.c.user_id == sa.bindparam("u_id"),
-        members.c.delivered_seq < sa.bindparam("new_seq"),
-    )
-    .values(delivered_seq=sa.bindparam("new_seq"))
+# Cursors only move forward: a stale flush (or another node's) never moves one back.
+# SQLite: one statement per (topic, seq) shared by many members (a busy topic's members
+# mostly got the same last seq), their ids passed as one JSON array: no Python per member
+# in the writer thread, which would take the GIL back from the event loop each time.
+_SQLITE_ADVANCE_CURSORS = (
+    "UPDATE members SET delivered_seq = ?1 WHERE topic_id = ?2 AND delivered_seq < ?1"
+    " AND user_id IN (SELECT value FROM json_each(?3))"
+)
+_PG_ADVANCE_CURSORS = (
+    "UPDATE members AS m SET delivered_seq = k.seq"
+    " FROM unnest($1::int[], $2::int[], $3::bigint[]) AS k(topic_id, user_id, seq)"
+    " WHERE m.topic_id = k.topic_id AND m.user_id = k.user_id AND m.delivered_seq < k.seq"
 )
 
 
@@ -764,33 +768,39 @@ class SqlStore(Store):
         return removed
 
     async def advance_cursors(self, updates: Sequence[CursorUpdate]) -> None:
-        if not updates:
-            return
-        # Members of a busy topic usually got the same last seq: one UPDATE ... IN per
-        # (topic, seq) instead of one row each keeps a flush of thousands cheap.
-        users_at: dict[tuple[int, int], list[int]] = {}
+        """One statement per flush on the driver itself: a flush carries a cursor per
+        connection that received something (thousands on a busy node), and building that
+        statement through SQLAlchemy stalled the event loop for milliseconds."""
+        latest: dict[tuple[int, int], int] = {}  # one row per member, its furthest seq
         for update in updates:
-            users_at.setdefault((update.topic_id, update.seq), []).append(update.user_id)
-        groups = {key: user_ids for key, user_ids in users_at.items() if len(user_ids) > 1}
-        singles = [
-            {"t_id": topic_id, "u_id": user_ids[0], "new_seq": seq}
-            for (topic_id, seq), user_ids in users_at.items()
-            if len(user_ids) == 1
-        ]
-        async with self._write() as conn:
-            for (topic_id, seq), user_ids in groups.items():
-                for start in range(0, len(user_ids), CURSOR_CHUNK):
+            key = (update.topic_id, update.user_id)
+            if update.seq > latest.get(key, -1):
+                latest[key] = update.seq
+        if not latest:
+            return
+        # In key order: nodes flushing overlapping members lock their rows in the same
+        # order, so they wait for each other instead of deadlocking.
+        rows = sorted(latest.items())
+        async with _unavailable_on_failure():
+            if isinstance(self._direct, SqliteDirect):
+                members_at: dict[tuple[int, int], list[int]] = {}
+                for (topic_id, user_id), seq in rows:
+                    members_at.setdefault((topic_id, seq), []).append(user_id)
+                params = [
+                    (seq, topic_id, orjson.dumps(user_ids).decode())
+                    for (topic_id, seq), user_ids in members_at.items()
+                ]
+                await self._direct.write(
+                    lambda conn: conn.executemany(_SQLITE_ADVANCE_CURSORS, params)
+                )
+            else:
+                async with self._direct.transaction() as conn:
                     await conn.execute(
-                        sa.update(members)
-                        .where(
-                            members.c.topic_id == topic_id,
-                            members.c.user_id.in_(user_ids[start : start + CURSOR_CHUNK]),
-                            members.c.delivered_seq < seq,
-                        )
-                        .values(delivered_seq=seq)
+                        _PG_ADVANCE_CURSORS,
+                        [topic_id for (topic_id, _), _ in rows],
+                        [user_id for (_, user_id), _ in rows],
+                        [seq for _, seq in rows],
                     )
-            if singles:
-                await conn.execute(_ADVANCE_ONE_CURSOR, singles)
 
     # -- nodes and the admin view ---------------------------------------------------------
 
