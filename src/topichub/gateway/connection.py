@@ -39,6 +39,8 @@ from topichub.store.base import CursorUpdate
 
 log = logging.getLogger(__name__)
 
+OPEN = State.OPEN  # read per frame and per write: an enum class attribute costs ~0.13 µs
+
 INBOX_HIGH = 64  # frames waiting for their turn before the socket stops being read
 INBOX_LOW = 8
 BEFORE_OPEN_LIMIT = 65536  # a handshake request is far smaller
@@ -177,7 +179,7 @@ class Connection(asyncio.Protocol):
         assert self._partial is not None
         buffer = self._partial + data if self._partial else data
         pos, end = 0, len(buffer)
-        while pos < end and self.protocol.state is State.OPEN:
+        while pos < end and self.protocol.state is OPEN:
             header = client_frame_at(buffer, pos)
             if header is None:
                 self._partial = bytearray(buffer[pos:])  # a header cut short
@@ -195,7 +197,7 @@ class Connection(asyncio.Protocol):
             else:
                 self._receive(buffer[pos:frame_end])
             pos = frame_end
-        if pos == end and self.protocol.state is State.OPEN:
+        if pos == end and self.protocol.state is OPEN:
             self._partial = bytearray()
             return
         self._partial = None  # from here on websockets reads this connection
@@ -245,7 +247,7 @@ class Connection(asyncio.Protocol):
         self.protocol.send_response(response)
         self._send_protocol_data()
         before_open, self._before_open = self._before_open, None
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not OPEN:
             return
         # The fast path may take over only at a frame boundary: when nothing but the
         # request came before the response (RFC 6455 4.1: clients wait for it).
@@ -311,7 +313,7 @@ class Connection(asyncio.Protocol):
         publish lets the next message in once its append is queued (up to
         ``PUBLISH_PIPELINE`` of them waiting for their commit)."""
         try:
-            while self._inbox and self.protocol.state is State.OPEN:
+            while self._inbox and self.protocol.state is OPEN:
                 await self.session.handle_message(self, self._inbox.popleft())
                 if self._publishing >= PUBLISH_PIPELINE:
                     await self.publishes_settled()
@@ -385,7 +387,7 @@ class Connection(asyncio.Protocol):
         seqs, self._out_seqs = self._out_seqs, {}
         self._out_size = 0
         transport = self.transport
-        if transport is None or transport.is_closing() or self.protocol.state is not State.OPEN:
+        if transport is None or transport.is_closing() or self.protocol.state is not OPEN:
             return  # never written, so never delivered: it stays pending for the next one
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -476,7 +478,7 @@ class Connection(asyncio.Protocol):
         client does not answer within the close timeout."""
         self.flush_out()
         self.open = False
-        if self.protocol.state is State.OPEN:
+        if self.protocol.state is OPEN:
             self.protocol.send_close(code, reason)
             self._send_protocol_data()
         if self._timer is not None:
@@ -497,7 +499,7 @@ class Connection(asyncio.Protocol):
             return
         for data in self.protocol.data_to_send():
             if data:
-                if self._out and self.protocol.state is not State.OPEN:
+                if self._out and self.protocol.state is not OPEN:
                     # Closing: nothing may follow the close frame. Unwritten frames do not
                     # move the cursor, so their messages stay pending.
                     self._out.clear()
