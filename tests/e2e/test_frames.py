@@ -167,6 +167,17 @@ async def test_a_frame_at_the_limit_cut_in_two(hub: Harness, raw_clients: list[R
     assert await client.replies_for(["edge"]) == oks(["edge"])
 
 
+async def test_a_big_frame_in_many_segments_then_more_frames(
+    hub: Harness, raw_clients: list[RawClient]
+) -> None:
+    """The kept start of a frame grows segment by segment; what follows it in the last
+    segment is read too."""
+    client = await raw(hub, raw_clients)
+    big = client.text({"action": "ping", "ref": "big", "pad": "x" * 20000})
+    await client.send(big + pings(client, ["next-1", "next-2"]), cut_every=1500)
+    assert await client.replies_for(["big", "next-1", "next-2"]) == oks(["big", "next-1", "next-2"])
+
+
 async def test_fragments_and_control_frames_between_text_frames(
     hub: Harness, raw_clients: list[RawClient]
 ) -> None:

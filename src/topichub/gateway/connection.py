@@ -176,20 +176,22 @@ class Connection(asyncio.Protocol):
         so its parser always stands at a frame boundary; anything it must refuse
         (unmasked, oversized) goes to it with the rest of the stream, and the fast path
         ends there: websockets fails the connection with the right close code."""
-        assert self._partial is not None
-        buffer = self._partial + data if self._partial else data
+        buffer: bytes | bytearray = data
+        if self._partial:  # grown in place: a big frame in many segments is copied once
+            self._partial += data
+            buffer = self._partial
         pos, end = 0, len(buffer)
         while pos < end and self.protocol.state is OPEN:
             header = client_frame_at(buffer, pos)
             if header is None:
-                self._partial = bytearray(buffer[pos:])  # a header cut short
+                self._keep(buffer, pos)  # a header cut short
                 return
             first, mask_at, length = header
             if mask_at < 0 or length > self.max_frame_bytes:
                 break  # websockets refuses it
             frame_end = mask_at + 4 + length
             if frame_end > end:
-                self._partial = bytearray(buffer[pos:])  # a payload cut short
+                self._keep(buffer, pos)  # a payload cut short
                 return
             if first == FAST_TEXT and not self._fragments:
                 mask = buffer[mask_at : mask_at + 4]
@@ -203,6 +205,11 @@ class Connection(asyncio.Protocol):
         self._partial = None  # from here on websockets reads this connection
         if pos < end:
             self._receive(buffer[pos:])
+
+    def _keep(self, buffer: bytes | bytearray, pos: int) -> None:
+        """Keep the start of a frame for the next read."""
+        if pos or buffer is not self._partial:
+            self._partial = bytearray(memoryview(buffer)[pos:])
 
     def eof_received(self) -> bool | None:
         if self._partial:  # a frame cut short: websockets says so
