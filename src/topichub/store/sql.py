@@ -139,7 +139,6 @@ _MESSAGE_COLUMNS = (
     messages.c.created_at,
 )
 
-# One member's cursor moves forward, never back (executed with many parameter sets).
 # Cursors only move forward: a stale flush (or another node's) never moves one back.
 # SQLite: one statement per (topic, seq) shared by many members (a busy topic's members
 # mostly got the same last seq), their ids passed as one JSON array: no Python per member
@@ -768,9 +767,10 @@ class SqlStore(Store):
         return removed
 
     async def advance_cursors(self, updates: Sequence[CursorUpdate]) -> None:
-        """One statement per flush on the driver itself: a flush carries a cursor per
-        connection that received something (thousands on a busy node), and building that
-        statement through SQLAlchemy stalled the event loop for milliseconds."""
+        """A flush's cursors on the driver itself (PostgreSQL: one statement; SQLite: one
+        per topic and seq): a flush carries a cursor per connection that received
+        something (thousands on a busy node), and building its statements through
+        SQLAlchemy stalled the event loop for milliseconds."""
         latest: dict[tuple[int, int], int] = {}  # one row per member, its furthest seq
         for update in updates:
             key = (update.topic_id, update.user_id)
@@ -778,8 +778,8 @@ class SqlStore(Store):
                 latest[key] = update.seq
         if not latest:
             return
-        # In key order: nodes flushing overlapping members lock their rows in the same
-        # order, so they wait for each other instead of deadlocking.
+        # In key order: PostgreSQL nodes flushing overlapping members lock their rows in
+        # the same order, so they wait for each other instead of deadlocking.
         rows = sorted(latest.items())
         async with _unavailable_on_failure():
             if isinstance(self._direct, SqliteDirect):
