@@ -87,10 +87,10 @@ class Dispatcher:
         into one group commit, and the fan-out then hands every subscriber those messages
         in one write: the batching that makes a busy topic cheap per delivery.
         """
-        messages = self.services.messages
-        args = (conn.user, action.topic_name, action.content, action.client_id)
-        try:
-            stored = messages.submit_now(*args) or await messages.submit(*args)
+        try:  # the gateway tried ``publish_now`` first: this is the path that may wait
+            stored = await self.services.messages.submit(
+                conn.user, action.topic_name, action.content, action.client_id
+            )
         except Exception as exc:
             await conn.publishes_settled()  # the error reply follows the earlier oks
             self.send_error(conn, action, exc)
