@@ -133,13 +133,17 @@ def oks(refs: list[str]) -> list[dict[str, object]]:
     return [{"action": "ping", "result": "ok", "ref": ref} for ref in refs]
 
 
+async def answered(client: RawClient, refs: list[str]) -> None:
+    """Pings with these refs, sent in one segment, are answered in order."""
+    await client.send(pings(client, refs))
+    assert await client.replies_for(refs) == oks(refs)
+
+
 async def test_many_frames_in_one_segment_are_all_answered_in_order(
     hub: Harness, raw_clients: list[RawClient]
 ) -> None:
     client = await raw(hub, raw_clients)
-    refs = [f"p{i}" for i in range(200)]
-    await client.send(pings(client, refs))
-    assert await client.replies_for(refs) == oks(refs)
+    await answered(client, [f"p{i}" for i in range(200)])
 
 
 @pytest.mark.parametrize("cut_every", [1, 3, 7])
@@ -196,8 +200,7 @@ async def test_fragments_and_control_frames_between_text_frames(
     assert await client.replies_for(refs) == oks(refs)
     # The ping was answered by a pong carrying its payload.
     await client.send(client.frame(Frame(Opcode.PING, b"again")))
-    await client.send(pings(client, ["last"]))
-    assert await client.replies_for(["last"]) == oks(["last"])
+    await answered(client, ["last"])
 
 
 async def test_frames_sent_with_the_handshake_request_are_answered(
@@ -239,8 +242,7 @@ async def test_forbidden_frames_after_good_ones_close_only_that_connection(
     ends the connection (a reply to a frame read just before it may be lost: the close
     comes first) and the frame after it is never read."""
     client = await raw(hub, raw_clients)
-    await client.send(pings(client, ["ok-1", "ok-2"]))
-    assert await client.replies_for(["ok-1", "ok-2"]) == oks(["ok-1", "ok-2"])
+    await answered(client, ["ok-1", "ok-2"])
     await client.send(pings(client, ["same-segment"]) + bad_frame + pings(client, ["never"]))
     assert await client.close_code() == code
     assert all(r.get("ref") != "never" for r in client.replies)
@@ -251,8 +253,7 @@ async def test_invalid_utf8_after_good_frames_closes_with_1007(
     hub: Harness, raw_clients: list[RawClient]
 ) -> None:
     client = await raw(hub, raw_clients)
-    await client.send(pings(client, ["fine"]))
-    assert await client.replies_for(["fine"]) == oks(["fine"])
+    await answered(client, ["fine"])
     await client.send(client.text(b'{"action": "ping", "ref": "\xff"}') + pings(client, ["never"]))
     assert await client.close_code() == 1007
     assert all(r.get("ref") != "never" for r in client.replies)
@@ -276,8 +277,7 @@ async def test_a_close_frame_after_text_frames_is_echoed(
     hub: Harness, raw_clients: list[RawClient]
 ) -> None:
     client = await raw(hub, raw_clients)
-    await client.send(pings(client, ["one", "two"]))
-    assert await client.replies_for(["one", "two"]) == oks(["one", "two"])
+    await answered(client, ["one", "two"])
     close = client.frame(Frame(Opcode.CLOSE, Close(1000, "bye").serialize()))
     await client.send(close + pings(client, ["after-close"]))
     assert await client.close_code() == 1000
