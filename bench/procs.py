@@ -167,11 +167,13 @@ BASELINE_MODULES = {
     "picows": "bench.servers.picows_server",
     "websockets": "bench.servers.websockets_server",
     "socketio": "bench.servers.socketio_server",
+    "picows-durable": "bench.servers.picows_durable_server",
 }
 
 
-def baseline_server(pinning: Pinning, name: str) -> ServerProc:
-    command = [*pinning.prefix(SERVER_CORE), sys.executable, "-m", BASELINE_MODULES[name]]
+def baseline_server(pinning: Pinning, name: str, *args: str) -> ServerProc:
+    module = BASELINE_MODULES[name]
+    command = [*pinning.prefix(SERVER_CORE), sys.executable, "-m", module, *args]
     return ServerProc(name, command, BASELINE_READY, dict(os.environ))
 
 

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.accounts import Population, copy_sqlite, new_secret, populate, sqlite_url, write_tokens
+from bench.accounts import (
+    DB_FILE,
+    Population,
+    copy_sqlite,
+    new_secret,
+    populate,
+    sqlite_url,
+    write_tokens,
+)
 from bench.common import median
 from bench.procs import Pinning, ServerProc, baseline_server, run_loadgen, topichub_server
 from bench.report import Row
@@ -342,70 +350,93 @@ def _pg_admin(sql: str) -> None:
     asyncio.run(run())
 
 
+DURABLE_TARGETS = {"sqlite": 50_000.0, "postgres": 20_000.0}
+
+
 def durable(ctx: Context) -> list[Row]:
+    """topichub on each backend and, on SQLite, the picows+sqlite3 baseline (the least a
+    Python server must do per durable publish on this machine), runs interleaved."""
     c = ctx.config
     rows: list[Row] = []
-    targets = {"sqlite": 50_000.0, "postgres": 20_000.0}
     for backend in c.backends:
-        runs: list[dict[str, Any]] = []
-        errors: list[str] = []
+        servers = ["topichub", "picows-durable"] if backend == "sqlite" else ["topichub"]
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        errors: dict[str, str] = {}
         for run in range(c.runs):
-            log(f"durable publish: {backend} run {run + 1}")
-            try:
-                runs.append(_durable_one(ctx, backend))
-            except Exception as exc:
-                log(f"durable publish on {backend} failed: {exc}")
-                errors.append(str(exc))
-                break
-        name = f"postgres+{c.postgres_broker}" if backend == "postgres" else backend
-        case = f"{name}, {c.durable_publishers} publishers, {c.durable_topics} topics"
-        if not runs:
-            rows.append(Row("durable", case, "error", text=errors[0][:60], ok=False))
-            continue
-        per = [r["runs"][0] for r in runs]
-        target = targets[backend]
-        rows += [
-            Row(
-                "durable",
-                case,
-                "acknowledged publishes/s",
-                [p["publishes_per_s"] for p in per],
-                "{:,.0f}",
-                target=f"≥ {target:,.0f}",
-                check=lambda v, t=target: v >= t,
-            ),
-            Row("durable", case, "server CPU µs/publish", [p["us_per_publish"] for p in per]),
-            Row(
-                "durable",
-                case,
-                "  of which kernel µs",
-                [p.get("us_kernel_per_publish", float("nan")) for p in per],
-            ),
-            Row("durable", case, "server CPU %", [p["server_cpu_pct"] for p in per], "{:.0f}"),
-            Row(
-                "durable",
-                case,
-                "load generator CPU %",
-                [p["loadgen_cpu_pct"] for p in per],
-                "{:.0f}",
-            ),
-            Row(
-                "durable",
-                case,
-                "errors / seq gaps in acks",
-                text=f"{sum(r['errors'] for r in runs)} / {sum(r['seq_errors'] for r in runs)}",
-                target="0 / 0",
-                ok=not any(r["errors"] or r["seq_errors"] for r in runs),
-            ),
-        ]
+            for name in servers:
+                if name in errors:
+                    continue
+                log(f"durable publish: {name} on {backend} run {run + 1}")
+                try:
+                    result = _durable_one(ctx, backend, name)
+                    runs[name].append({**result["runs"][0], **result, "runs": None})
+                except Exception as exc:
+                    log(f"durable publish: {name} on {backend} failed: {exc}")
+                    errors[name] = str(exc)
+        broker = f"postgres+{c.postgres_broker}" if backend == "postgres" else backend
+        shape = f"{c.durable_publishers} publishers, {c.durable_topics} topics"
+        for name in servers:
+            case = f"{broker}, {shape}" if name == "topichub" else f"{name} baseline, {shape}"
+            rows += _durable_rows(case, runs[name], errors.get(name), name == "topichub", backend)
+        if all(runs[name] for name in servers) and len(servers) == 2:
+            pairs = zip(runs["topichub"], runs["picows-durable"], strict=False)
+            rows.append(
+                Row(
+                    "durable",
+                    f"topichub/picows-durable on {backend}",
+                    "acknowledged publishes/s ratio",
+                    [mine["publishes_per_s"] / theirs["publishes_per_s"] for mine, theirs in pairs],
+                    "{:.2f}×",
+                )
+            )
     return rows
 
 
-def _durable_one(ctx: Context, backend: str) -> dict[str, Any]:
+def _durable_rows(
+    case: str, per: list[dict[str, Any]], error: str | None, targeted: bool, backend: str
+) -> list[Row]:
+    if not per:
+        return [Row("durable", case, "error", text=(error or "no result")[:60], ok=False)]
+    target = DURABLE_TARGETS[backend]
+    return [
+        Row(
+            "durable",
+            case,
+            "acknowledged publishes/s",
+            [p["publishes_per_s"] for p in per],
+            "{:,.0f}",
+            target=f"≥ {target:,.0f}" if targeted else "",
+            check=(lambda v, t=target: v >= t) if targeted else None,
+        ),
+        Row("durable", case, "server CPU µs/publish", [p["us_per_publish"] for p in per]),
+        Row(
+            "durable",
+            case,
+            "  of which kernel µs",
+            [p.get("us_kernel_per_publish", float("nan")) for p in per],
+        ),
+        Row("durable", case, "server CPU %", [p["server_cpu_pct"] for p in per], "{:.0f}"),
+        Row("durable", case, "load generator CPU %", [p["loadgen_cpu_pct"] for p in per], "{:.0f}"),
+        Row(
+            "durable",
+            case,
+            "errors / seq gaps in acks",
+            text=f"{sum(p['errors'] for p in per)} / {sum(p['seq_errors'] for p in per)}",
+            target="0 / 0",
+            ok=not any(p["errors"] or p["seq_errors"] for p in per) and error is None,
+        ),
+    ]
+
+
+def _durable_one(ctx: Context, backend: str, server_name: str = "topichub") -> dict[str, Any]:
     c = ctx.config
     publishers = [f"p{i}" for i in range(c.durable_publishers)]
     topics = [f"d{i}" for i in range(c.durable_topics)]
-    with backend_space(ctx, backend, f"durable-{backend}") as (data_dir, url, args):
+    with backend_space(ctx, backend, f"durable-{backend}-{server_name}") as (
+        data_dir,
+        url,
+        args,
+    ):
         population = populate(
             url,
             publishers,
@@ -427,9 +458,14 @@ def _durable_one(ctx: Context, backend: str) -> dict[str, Any]:
                 "durable", tokens=population.tokens(ctx.signer, publishers)
             ),
         }
-        with ctx.topichub(data_dir, *args).start() as server:
+        if server_name == "topichub":
+            server = ctx.topichub(data_dir, *args)
+        else:  # the same database file, populated the same way
+            server = baseline_server(ctx.pinning, server_name, str(data_dir / DB_FILE))
+        with server.start():
             job["url"], job["server_pid"] = server.ws_url, server.pid
-            ctx.profile_to(job, f"durable-{backend}")
+            if server_name == "topichub":
+                ctx.profile_to(job, f"durable-{backend}")
             return ctx.loadgen(job, 120 + 3 * (c.warmup + c.duration))
 
 
