@@ -27,6 +27,7 @@ from topichub.wire.events import (
     message_events,
     message_fields,
     ok_reply,
+    publish_ok,
     topic_summary,
     view_name,
 )
@@ -289,6 +290,16 @@ def test_error_event() -> None:
 
 def test_ok_reply_without_ref() -> None:
     assert decoded(ok_reply("ping", None)) == {"action": "ping", "result": "ok"}
+
+
+@pytest.mark.parametrize(("ref", "client_id"), [(None, None), (7, None), ("r", "c-1"), (None, 9)])
+def test_publish_ok_is_the_ok_reply_of_a_publish(ref: str | int | None, client_id: object) -> None:
+    fields: dict[str, object] = {"topic_name": "news", "seq": 42}
+    if client_id is not None:
+        fields["id"] = client_id
+    expected = ok_reply("message", ref, **fields)
+    assert publish_ok("message", ref, "news", 42, client_id) == expected
+    assert decoded(expected)["seq"] == 42
 
 
 @pytest.mark.parametrize("ref", ["r1", "", 0, 17, -2])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from topichub.models import MessageRecord
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per message, and frozen makes __init__ 3x dearer
 class MessagePublished:
     record: MessageRecord
 

@@ -35,7 +35,8 @@ except ImportError:  # a websockets built without its C extension
 from topichub.errors import CloseCode
 from topichub.gateway.frames import FAST_TEXT, PING_FRAME, client_frame_at, text_frame
 from topichub.models import User
-from topichub.store.base import CursorUpdate
+from topichub.store.base import AppendResult, Committed, CursorUpdate
+from topichub.wire.actions import Action, BadFrame
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,11 @@ class Session(Protocol):
 
     async def authenticate(self, conn: Connection, request: Request) -> Response | None: ...
     async def open_session(self, conn: Connection) -> None: ...
-    async def handle_message(self, conn: Connection, message: str | None) -> None: ...
+    def handle_now(self, conn: Connection, message: str | None) -> Action | BadFrame | None:
+        """Handle ``message`` at once if that needs no waiting (None), else decode it for
+        ``handle_action``: a publish the node can check from memory costs no coroutine."""
+
+    async def handle_action(self, conn: Connection, action: Action | BadFrame) -> None: ...
     def connection_ended(self, conn: Connection) -> None: ...
 
 
@@ -305,6 +310,17 @@ class Connection(asyncio.Protocol):
         self._queue_message(text)
 
     def _queue_message(self, message: str | None) -> None:
+        if self._worker is None and self.ready and self._publishing < PUBLISH_PIPELINE:
+            # Nothing is waiting before it: a message that needs no waiting (a publish
+            # the node can check from memory) is handled right here, with no task.
+            try:
+                action = self.session.handle_now(self, message)
+            except Exception:
+                log.exception("handling a message of %s failed", self.username)
+                return
+            if action is not None:
+                self._worker = self._spawn(self._work(action))
+            return
         self._inbox.append(message)
         if len(self._inbox) >= INBOX_HIGH and self.transport is not None:
             self._reading_paused = True
@@ -315,15 +331,21 @@ class Connection(asyncio.Protocol):
         if self.ready and self._inbox and self._worker is None:
             self._worker = self._spawn(self._work())
 
-    async def _work(self) -> None:
-        """Handle this connection's messages in order: one at a time, except that a
-        publish lets the next message in once its append is queued (up to
-        ``PUBLISH_PIPELINE`` of them waiting for their commit)."""
+    async def _work(self, first: Action | BadFrame | None = None) -> None:
+        """Handle this connection's messages in order (``first``, then the inbox): one at
+        a time, except that a publish lets the next message in once its append is queued
+        (up to ``PUBLISH_PIPELINE`` of them waiting for their commit)."""
+        session = self.session
         try:
+            if first is not None:
+                await session.handle_action(self, first)
             while self._inbox and self.protocol.state is OPEN:
-                await self.session.handle_message(self, self._inbox.popleft())
                 if self._publishing >= PUBLISH_PIPELINE:
                     await self.publishes_settled()
+                    continue
+                action = session.handle_now(self, self._inbox.popleft())
+                if action is not None:
+                    await session.handle_action(self, action)
                 if self._reading_paused and len(self._inbox) <= INBOX_LOW:
                     self._reading_paused = False
                     if self.transport is not None:
@@ -331,18 +353,18 @@ class Connection(asyncio.Protocol):
         finally:
             self._worker = None
 
-    def pipeline_publish(
-        self, stored: asyncio.Future[Any], finish: Callable[[asyncio.Future[Any]], None]
-    ) -> None:
-        """Run ``finish`` (reply, announce) once the queued publish's commit is done.
+    def pipeline_publish(self, finish: Committed) -> Committed:
+        """Count a publish as in flight (its append is about to be queued) and return the
+        store's callback for it: ``finish`` (reply, announce), then the count goes down.
 
-        A done-callback, not a task: callbacks of futures resolved in order run in order,
-        and a busy publisher costs no task per message."""
+        The store calls these in submission order once committed, so the replies of one
+        connection leave in request order, and a busy publisher costs no task, no future
+        and no loop callback per message."""
         self._publishing += 1
 
-        def done(future: asyncio.Future[Any]) -> None:
+        def done(result: AppendResult | Exception) -> None:
             try:
-                finish(future)
+                finish(result)
             finally:
                 self._publishing -= 1
                 settled = self._publishes_settled
@@ -351,7 +373,7 @@ class Connection(asyncio.Protocol):
                     if not settled.done():
                         settled.set_result(None)
 
-        stored.add_done_callback(done)
+        return done
 
     async def publishes_settled(self) -> None:
         """Wait until every publish in flight has replied, so the next reply follows."""

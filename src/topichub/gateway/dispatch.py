@@ -6,16 +6,17 @@ raised by the services become error replies in :meth:`Dispatcher.handle`.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 from typing import assert_never
 
 from topichub.errors import TopicHubError
 from topichub.gateway.connection import Connection
-from topichub.models import MessageRecord
+from topichub.models import Topic
 from topichub.observability import Metrics
 from topichub.services import Services
 from topichub.services.messages import Published
+from topichub.store.base import AppendResult
 from topichub.wire.actions import (
     Ack,
     Action,
@@ -34,6 +35,7 @@ from topichub.wire.events import (
     error_reply,
     message_fields,
     ok_reply,
+    publish_ok,
     topic_summary,
 )
 
@@ -88,45 +90,47 @@ class Dispatcher:
         in one write: the batching that makes a busy topic cheap per delivery.
         """
         try:  # the gateway tried ``publish_now`` first: this is the path that may wait
-            stored = await self.services.messages.submit(
-                conn.user, action.topic_name, action.content, action.client_id
-            )
+            topic = await self.services.messages.check(conn.user, action.topic_name, action.content)
         except Exception as exc:
             await conn.publishes_settled()  # the error reply follows the earlier oks
             self.send_error(conn, action, exc)
             return
-        conn.pipeline_publish(stored, lambda done: self.finish_publish(conn, action, done))
+        self._queue(conn, action, topic)
 
     def publish_now(self, conn: Connection, action: Publish) -> bool:
         """``begin_publish`` without a coroutine, for a publish the node can check from
-        memory (``MessageService.submit_now``) and that passes; False, with nothing done,
+        memory (``MessageService.check_now``) and that passes; False, with nothing done,
         for any other: then ``handle`` runs it (and a refusal replies in order)."""
         try:
-            stored = self.services.messages.submit_now(
-                conn.user, action.topic_name, action.content, action.client_id
-            )
+            topic = self.services.messages.check_now(conn.user, action.topic_name, action.content)
         except Exception:
             return False
-        if stored is None:
+        if topic is None:
             return False
-        conn.pipeline_publish(stored, lambda done: self.finish_publish(conn, action, done))
+        self._queue(conn, action, topic)
         return True
 
+    def _queue(self, conn: Connection, action: Publish, topic: Topic) -> None:
+        committed = conn.pipeline_publish(functools.partial(self.finish_publish, conn, action))
+        try:
+            self.services.messages.queue(
+                conn.user, topic, action.content, action.client_id, committed
+            )
+        except Exception as exc:  # the store is not running: reply in order all the same
+            committed(exc)
+
     def finish_publish(
-        self, conn: Connection, action: Publish, stored: asyncio.Future[tuple[MessageRecord, bool]]
+        self, conn: Connection, action: Publish, result: AppendResult | Exception
     ) -> None:
-        """Reply, then announce: the ok precedes the publisher's own echo. Commits resolve
-        in submission order, so the replies of one connection leave in request order."""
-        if stored.cancelled():
+        """Reply, then announce: the ok precedes the publisher's own echo. Commits are
+        reported in submission order, so the replies of one connection leave in request
+        order."""
+        if isinstance(result, Exception):
+            self.send_error(conn, action, result)
             return
-        if (exc := stored.exception()) is not None:
-            self.send_error(conn, action, exc)
-            return
-        published = Published(*stored.result())
-        fields: dict[str, object] = {"topic_name": action.topic_name, "seq": published.record.seq}
-        if action.client_id is not None:
-            fields["id"] = action.client_id
-        conn.send(ok_reply(action.action, action.ref, **fields))
+        published = Published(*result)
+        seq = published.record.seq
+        conn.send(publish_ok(action.action, action.ref, action.topic_name, seq, action.client_id))
         self.services.messages.announce(published)
 
     async def dispatch(self, conn: Connection, action: Action) -> bytes | None:

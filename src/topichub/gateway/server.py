@@ -25,7 +25,7 @@ from topichub.gateway.hub import Hub
 from topichub.observability import Metrics
 from topichub.services import Services
 from topichub.store.base import Store
-from topichub.wire.actions import BadFrame, Disconnect, Publish
+from topichub.wire.actions import Action, BadFrame, Disconnect, Publish
 from topichub.wire.codec import decode_action
 from topichub.wire.events import (
     connected_event,
@@ -174,12 +174,15 @@ class Gateway:
         self.hub.add_user(conn)
         await self._open(conn)
 
-    async def handle_message(self, conn: Connection, message: str | None) -> None:
+    def handle_now(self, conn: Connection, message: str | None) -> Action | BadFrame | None:
         # Frames are UTF-8 JSON text (PROTOCOL.md, "Frames"): a binary one gets an error
         # reply and the connection stays open.
         action = decode_action(message) if message is not None else BINARY_FRAME
         if isinstance(action, Publish) and self.dispatcher.publish_now(conn, action):
-            return
+            return None
+        return action
+
+    async def handle_action(self, conn: Connection, action: Action | BadFrame) -> None:
         await self.dispatcher.handle(conn, action)
         if isinstance(action, Disconnect):
             await self._finish(conn, CloseCode.NORMAL)

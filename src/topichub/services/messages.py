@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import NamedTuple
 
 from topichub import policy
@@ -11,7 +10,7 @@ from topichub.errors import Forbidden, InvalidRequest, NotAMember
 from topichub.limits import RateLimiter, check_content_size
 from topichub.models import MessageRecord, Topic, User
 from topichub.services.topics import TopicService
-from topichub.store.base import AppendRequest, Store
+from topichub.store.base import AppendRequest, Committed, Store
 
 PENDING_PEEK_LIMIT = 1000
 
@@ -19,6 +18,14 @@ PENDING_PEEK_LIMIT = 1000
 class Published(NamedTuple):
     record: MessageRecord
     duplicate: bool  # the client id was used before: nothing new was stored or sent
+
+
+def _request(
+    actor: User, topic: Topic, content_json: str, client_id: str | int | None
+) -> AppendRequest:
+    return AppendRequest(
+        topic, actor.id, actor.username, content_json, None if client_id is None else str(client_id)
+    )
 
 
 class MessageService:
@@ -45,20 +52,15 @@ class MessageService:
     ) -> Published:
         """Store the message, then announce it to every member (the REST edge; the
         gateway runs the two halves itself, to pipeline them)."""
-        stored = await self.submit(actor, name, content_json, client_id)
-        published = Published(*await stored)
+        topic = await self.check(actor, name, content_json)
+        stored = await self.store.submit(_request(actor, topic, content_json, client_id))
+        published = Published(*stored)
         self.announce(published)
         return published
 
-    async def submit(
-        self, actor: User, name: str, content_json: str, client_id: str | int | None
-    ) -> asyncio.Future[tuple[MessageRecord, bool]]:
-        """The first half of a publish: check it, and queue the append.
-
-        Returns once the append is queued, not committed, so one connection can keep
-        several publishes in flight and they share a group commit; the future resolves
-        after the commit, in submission order. Raises what makes the publish refused.
-        """
+    async def check(self, actor: User, name: str, content_json: str) -> Topic:
+        """The first half of a publish: the topic it goes to, if the actor may publish
+        this there now; raises what refuses it."""
         check_content_size(content_json, self.max_message_bytes)
         self.limiter.check(actor.id)
         topic = await self.topics.conversation(actor, name)
@@ -67,33 +69,31 @@ class MessageService:
             if not policy.may_publish(await self.store.get_membership(topic.id, actor.id)):
                 raise NotAMember(f"subscribe to {name!r} before publishing to it")
             lookups.remember_member(topic.id, actor.id, actor.username)
-        return self._queue(actor, topic, content_json, client_id)
+        return topic
 
-    def submit_now(
-        self, actor: User, name: str, content_json: str, client_id: str | int | None
-    ) -> asyncio.Future[tuple[MessageRecord, bool]] | None:
-        """``submit`` without a coroutine, for the common case where the node remembers the
+    def check_now(self, actor: User, name: str, content_json: str) -> Topic | None:
+        """``check`` without a coroutine, for the common case where the node remembers the
         topic and the membership (a publisher's every message after its first); None when
-        it does not, and then nothing was checked or counted: call ``submit``."""
+        it does not, and then nothing was checked or counted: call ``check``."""
         topic = self.topics.cached_conversation(actor, name)
         if topic is None or not self.topics.lookups.is_member(topic.id, actor.id):
             return None
         check_content_size(content_json, self.max_message_bytes)
         self.limiter.check(actor.id)
-        return self._queue(actor, topic, content_json, client_id)
+        return topic
 
-    def _queue(
-        self, actor: User, topic: Topic, content_json: str, client_id: str | int | None
-    ) -> asyncio.Future[tuple[MessageRecord, bool]]:
-        return self.store.submit(
-            AppendRequest(
-                topic,
-                actor.id,
-                actor.username,
-                content_json,
-                None if client_id is None else str(client_id),
-            )
-        )
+    def queue(
+        self,
+        actor: User,
+        topic: Topic,
+        content_json: str,
+        client_id: str | int | None,
+        committed: Committed,
+    ) -> None:
+        """Queue a checked publish's append, without waiting for it: ``committed`` gets
+        the record after the commit, so one connection can keep several publishes in
+        flight and they share a group commit (see ``Store.submit_then``)."""
+        self.store.submit_then(_request(actor, topic, content_json, client_id), committed)
 
     def announce(self, published: Published) -> None:
         """The second half: tell every member (through the broker) of a new message."""

@@ -69,8 +69,9 @@ class AppendBatch:
     def seq_counts(self) -> dict[int, int]:
         """How many seqs to reserve per topic id."""
         counts: dict[int, int] = {}
+        all_new = not self._first_of_key  # no client ids: no retries, no repeats
         for i, request in enumerate(self.requests):
-            if self._is_new(i):
+            if all_new or self._is_new(i):
                 counts[request.topic.id] = counts.get(request.topic.id, 0) + 1
         return counts
 
@@ -86,8 +87,9 @@ class AppendBatch:
         message; every request gets its result here."""
         rows: list[tuple[Any, ...]] = []
         next_seq = self._next_seq
+        all_new = not self._first_of_key
         for i, request in enumerate(self.requests):
-            if not self._is_new(i):
+            if not (all_new or self._is_new(i)):
                 continue
             topic = request.topic
             seq = next_seq.get(topic.id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from topichub.models import (
@@ -37,6 +37,12 @@ class AppendRequest(NamedTuple):
     sender: str
     content: str
     client_id: str | None
+
+
+AppendResult = tuple[MessageRecord, bool]  # the stored record; True if a duplicate
+# Called once per append when its transaction is done: with the result, or the error that
+# refused this append (its topic was deleted, the database is unavailable...).
+Committed = Callable[[AppendResult | Exception], None]
 
 
 class CursorUpdate(NamedTuple):
@@ -130,18 +136,36 @@ class Store(ABC):
     # -- the log --------------------------------------------------------------------------
 
     @abstractmethod
-    def submit(self, request: AppendRequest) -> asyncio.Future[tuple[MessageRecord, bool]]:
-        """Queue an append; the future resolves with the stored record once committed.
+    def submit_then(self, request: AppendRequest, committed: Committed) -> None:
+        """Queue an append; ``committed`` gets the stored record once it is committed.
 
-        The second value is True when ``client_id`` was already used by this sender in this
-        topic: the message was not stored again and the first record is returned.
-        Concurrent appends may share one transaction (group commit). Futures resolve in the
-        order they were submitted, so a caller that keeps several appends in flight (a
-        pipelining publisher) sees its commits, and sends its replies, in order.
+        The second value of the record is True when ``client_id`` was already used by this
+        sender in this topic: the message was not stored again and the first record is
+        returned. Concurrent appends may share one transaction (group commit). Callbacks
+        run in the order the appends were submitted, one after the other, straight from
+        the writer (not scheduled): a caller that keeps several appends in flight (a
+        pipelining publisher) sees its commits, and sends its replies, in order, and a
+        busy node pays no future and no loop callback per publish. A callback that raises
+        is logged and does not stop the others.
         """
 
-    async def append(self, request: AppendRequest) -> tuple[MessageRecord, bool]:
-        """Append durably and return the stored record once committed (see ``submit``)."""
+    def submit(self, request: AppendRequest) -> asyncio.Future[AppendResult]:
+        """``submit_then`` with a future that resolves with the result (or fails)."""
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+
+        def settle(result: AppendResult | Exception) -> None:
+            if future.done():
+                return  # its caller was cancelled
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.submit_then(request, settle)
+        return future
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        """Append durably and return the stored record once committed (see ``submit_then``)."""
         return await self.submit(request)
 
     @abstractmethod

@@ -50,7 +50,7 @@ from topichub.models import (
 )
 from topichub.names import direct_topic_name
 from topichub.store.appends import AppendBatch
-from topichub.store.base import AppendRequest, CursorUpdate, Store
+from topichub.store.base import AppendRequest, AppendResult, Committed, CursorUpdate, Store
 from topichub.store.direct import (
     PostgresDirect,
     Query,
@@ -293,6 +293,13 @@ async def _append_postgres(conn: Any, batch: AppendBatch) -> None:
         await conn.execute(_PG_INSERT, *(list(column) for column in zip(*rows, strict=True)))
 
 
+def _call(committed: Committed, result: AppendResult | Exception) -> None:
+    try:
+        committed(result)
+    except Exception:
+        log.exception("a commit callback failed")
+
+
 class SqlStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
@@ -312,10 +319,10 @@ class SqlStore(Store):
         self._hot = HotQueries(self.dialect)
         # Appends waiting for the writer (a plain list: a publish costs one append here,
         # and the writer takes up to MAX_BATCH of them per transaction).
-        self._appends: list[tuple[AppendRequest, asyncio.Future[Any]]] = []
+        self._appends: list[tuple[AppendRequest, Committed]] = []
         self._wakeup: asyncio.Future[None] | None = None  # the idle writer waits on it
-        self._drained = asyncio.Event()  # set while no append is waiting or committing
-        self._drained.set()
+        # Set while the writer is idle: no append waiting or committing.
+        self._drained = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
@@ -638,18 +645,14 @@ class SqlStore(Store):
 
     # -- the log --------------------------------------------------------------------------
 
-    def submit(self, request: AppendRequest) -> asyncio.Future[tuple[MessageRecord, bool]]:
+    def submit_then(self, request: AppendRequest, committed: Committed) -> None:
         if self._writer_task is None:
             raise Unavailable("the store is not running")
-        future: asyncio.Future[tuple[MessageRecord, bool]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._appends.append((request, future))
-        self._drained.clear()
-        if self._wakeup is not None:
+        self._appends.append((request, committed))
+        if self._wakeup is not None:  # the writer is idle (and _drained set): wake it
+            self._drained.clear()
             self._wakeup.set_result(None)
             self._wakeup = None
-        return future
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -664,15 +667,15 @@ class SqlStore(Store):
                 await self._commit_batch(batch)
             except Exception:
                 # One bad append (e.g. its topic was just deleted) must not fail the others:
-                # retry each alone so only the culprit gets the error.
+                # retry each alone so only the culprit gets the error. (A batch that
+                # raised called none of its callbacks: they run after the commit.)
                 for item in batch:
                     try:
                         await self._commit_batch([item])
                     except Exception as exc:
-                        if not item[1].done():
-                            item[1].set_exception(exc)
+                        _call(item[1], exc)
 
-    async def _commit_batch(self, batch: list[tuple[AppendRequest, asyncio.Future[Any]]]) -> None:
+    async def _commit_batch(self, batch: list[tuple[AppendRequest, Committed]]) -> None:
         appends = AppendBatch([request for request, _ in batch])
         async with _unavailable_on_failure():
             if isinstance(self._direct, SqliteDirect):
@@ -680,14 +683,9 @@ class SqlStore(Store):
             else:
                 async with self._direct.transaction() as conn:
                     await _append_postgres(conn, appends)
-        # Resolved in seq order once committed: the publishers resume in that order.
-        for (_, future), result in zip(batch, appends.results(), strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        # Called in seq order once committed: the publishers resume in that order.
+        for (_, committed), result in zip(batch, appends.results(), strict=True):
+            _call(committed, result)
 
     async def history(
         self, topic: Topic, *, before: int | None, since: int | None, limit: int

@@ -42,7 +42,7 @@ class Invite:
     username: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per publish, and frozen makes __init__ 3x dearer
 class Publish:
     """The ``message`` action. ``content`` is the content's JSON text."""
 

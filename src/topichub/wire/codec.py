@@ -77,7 +77,8 @@ def _ref(frame: dict[str, Any]) -> Ref:
         return None
     if isinstance(ref, bool) or not isinstance(ref, str | int):
         raise InvalidRequest("'ref' must be a string or an integer")
-    if len(str(ref)) > MAX_REF_CHARS:
+    # orjson reads integers of at most 64 bits (20 characters): only a string can be long.
+    if isinstance(ref, str) and len(ref) > MAX_REF_CHARS:
         raise InvalidRequest(f"'ref' must be at most {MAX_REF_CHARS} characters")
     return ref
 
