@@ -39,9 +39,11 @@ class MemoryBroker(Broker):
         if self._handler is None:
             raise Unavailable("the broker is not running")
         self._handler(event)  # this node first
-        for other in list(self._bus.members):
-            if other is not self and other._handler is not None:
-                other._handler(event)
+        members = self._bus.members
+        if len(members) > 1:  # nodes sharing the bus in this process
+            for other in list(members):
+                if other is not self and other._handler is not None:
+                    other._handler(event)
 
     async def ping(self) -> None:
         if self._handler is None:
