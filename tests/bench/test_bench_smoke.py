@@ -66,10 +66,15 @@ def test_quick_bench_prints_the_table_with_every_check_passing() -> None:
         "slow user got every seq once",
         "others got every seq once",
         "connections still open",
-        "errors / seq gaps in acks",
     ):
         (cells,) = rows(done.stdout, metric)
         assert cells[6] == "pass", cells
+    # Durable publish: topichub and the picows+sqlite3 baseline, with their ratio.
+    acks = rows(done.stdout, "errors / seq gaps in acks")
+    assert {cells[1].split(",")[0] for cells in acks} == {"sqlite", "picows-durable baseline"}
+    assert all(cells[6] == "pass" for cells in acks), acks
+    (ratio,) = rows(done.stdout, "acknowledged publishes/s ratio")
+    assert ratio[3].endswith("×") and float(ratio[3].rstrip("×")) > 0, ratio
 
     # Every numeric figure was measured (no n/a), the load generator's CPU is printed.
     for metric in ("server CPU µs/delivery", "deliveries/s (saturated)", "load generator CPU %"):
