@@ -238,8 +238,9 @@ class HotQueries:
 # The appender's statements (store/appends.py), per dialect. SQLite runs them in its writer
 # thread: a lookup per retry key (microseconds each, in-process), one reservation for every
 # topic of the batch (a JSON object of topic id -> count; one UPDATE per topic cost ~3 µs
-# per message in batches of 200 over 100 topics), one insert per message. PostgreSQL gets each step as one
-# statement over arrays, so a batch costs three round trips whatever its size.
+# per message in batches of 200 over 100 topics), one insert per message. PostgreSQL gets
+# each step as one statement over arrays, so a batch costs three round trips whatever its
+# size.
 _STORED_COLUMNS = "topic_id, sender_id, seq, sender, content, client_id, created_at"
 _INSERT_COLUMNS = "topic_id, seq, sender_id, sender, content, client_id, created_at"
 _SQLITE_STORED = (
