@@ -15,7 +15,6 @@ from topichub.gateway.connection import Connection
 from topichub.models import Topic
 from topichub.observability import Metrics
 from topichub.services import Services
-from topichub.services.messages import Published
 from topichub.store.base import AppendResult
 from topichub.wire.actions import (
     Ack,
@@ -128,10 +127,9 @@ class Dispatcher:
         if isinstance(result, Exception):
             self.send_error(conn, action, result)
             return
-        published = Published(*result)
-        seq = published.record.seq
+        seq = result[0].seq
         conn.send(publish_ok(action.action, action.ref, action.topic_name, seq, action.client_id))
-        self.services.messages.announce(published)
+        self.services.messages.announce(result)
 
     async def dispatch(self, conn: Connection, action: Action) -> bytes | None:
         match action:

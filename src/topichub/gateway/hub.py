@@ -182,7 +182,8 @@ class Hub:
             return
         self._fan_out(record, stream)
         stream.last = record.seq
-        self._release_held(stream)
+        if stream.held:
+            self._release_held(stream)
 
     def _release_held(self, stream: TopicStream) -> None:
         while stream.held and stream.last + 1 in stream.held:

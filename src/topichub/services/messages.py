@@ -10,7 +10,7 @@ from topichub.errors import Forbidden, InvalidRequest, NotAMember
 from topichub.limits import RateLimiter, check_content_size
 from topichub.models import MessageRecord, Topic, User
 from topichub.services.topics import TopicService
-from topichub.store.base import AppendRequest, Committed, Store
+from topichub.store.base import AppendRequest, AppendResult, Committed, Store
 
 PENDING_PEEK_LIMIT = 1000
 
@@ -95,10 +95,12 @@ class MessageService:
         flight and they share a group commit (see ``Store.submit_then``)."""
         self.store.submit_then(_request(actor, topic, content_json, client_id), committed)
 
-    def announce(self, published: Published) -> None:
-        """The second half: tell every member (through the broker) of a new message."""
-        if not published.duplicate:
-            self.broker.publish(MessagePublished(published.record))
+    def announce(self, stored: AppendResult) -> None:
+        """The second half: tell every member (through the broker) of a new message; a
+        duplicate (``stored`` = (record, True)) was announced the first time."""
+        record, duplicate = stored
+        if not duplicate:
+            self.broker.publish(MessagePublished(record))
 
     async def readable(self, actor: User, name: str) -> Topic:
         topic = await self.topics.conversation(actor, name)
