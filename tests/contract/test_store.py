@@ -105,6 +105,40 @@ async def test_one_batch_with_a_deleted_topic_fails_only_its_own_appends(store: 
     assert [(r.seq, r.content) for r in stored] == [(1, '"1"'), (2, '"2"')]
 
 
+async def test_commit_callbacks_run_in_submission_order_and_one_that_raises_stops_none(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``submit_then`` calls back straight from the writer, in order; a callback that
+    raises is logged and the rest of the batch still gets its results."""
+    alice = await user(store, "alice")
+    news = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    sport = await store.create_topic("sport", TopicKind.PUBLIC, alice.id)
+    seen: list[tuple[str, int]] = []
+    done = asyncio.get_running_loop().create_future()
+
+    def record(label: str, *, fail: bool = False, last: bool = False) -> Callable[[object], None]:
+        def committed(result: object) -> None:
+            assert isinstance(result, tuple), result
+            seen.append((label, result[0].seq))
+            if last:
+                done.set_result(None)
+            if fail:
+                raise RuntimeError("a caller's bug")
+
+        return committed
+
+    # Submitted in one loop iteration: one batch, over two topics.
+    store.submit_then(request(news, alice, '"a"'), record("news-1"))
+    store.submit_then(request(sport, alice, '"b"'), record("sport-1", fail=True))
+    store.submit_then(request(news, alice, '"c"'), record("news-2"))
+    store.submit_then(request(sport, alice, '"d"'), record("sport-2", last=True))
+    await asyncio.wait_for(done, 10)
+    assert seen == [("news-1", 1), ("sport-1", 1), ("news-2", 2), ("sport-2", 2)]
+    assert "a commit callback failed" in caplog.text
+    stored = await store.history(sport, before=None, since=0, limit=10)
+    assert [(r.seq, r.content) for r in stored] == [(1, '"b"'), (2, '"d"')]
+
+
 async def test_reads_in_one_burst_each_get_their_own_rows(store: Store) -> None:
     """Reads arriving together share one trip to the database (store/direct.py); each
     still gets its own answer, and a name that does not exist gets None."""
