@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+from picows import WSFrame, WSMsgType, WSTransport, ws_create_server
 
-from bench.servers.picows_server import text_frame
-from bench.servers.protocol import CONNECTED, ok, run, sent_at
+from bench.servers.picows_server import BaselineListener, text_frame
+from bench.servers.protocol import ok, run, sent_at
 from topichub.store.direct import set_sqlite_pragmas
 
 INSERT = (
@@ -113,21 +113,14 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Client(WSListener):  # type: ignore[misc]
+class Client(BaselineListener):
     def __init__(self, commits: GroupCommit) -> None:
         self.commits = commits
 
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        transport.send(WSMsgType.TEXT, CONNECTED)
-
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type == WSMsgType.CLOSE:
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
+        request = self.request(transport, frame)
+        if request is None:
             return
-        if frame.msg_type != WSMsgType.TEXT:
-            return
-        request = orjson.loads(frame.get_payload_as_bytes())
         action, ref = request.get("action"), request.get("ref")
         topic_id = self.commits.topic_ids.get(request.get("topic_name"))
         if action != "message":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any
 
 import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
@@ -32,18 +33,31 @@ class Room:
 ROOM = Room()
 
 
-class Client(WSListener):  # type: ignore[misc]
+class BaselineListener(WSListener):  # type: ignore[misc]
+    """What every picows baseline does with a connection: greet it as topichub does,
+    answer a close, and decode a text frame into its request."""
+
     def on_ws_connected(self, transport: WSTransport) -> None:
         transport.send(WSMsgType.TEXT, CONNECTED)
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+    @staticmethod
+    def request(transport: WSTransport, frame: WSFrame) -> dict[str, Any] | None:
+        """The frame's request, or None for a frame that carries none (closes answered)."""
         if frame.msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
-            return
+            return None
         if frame.msg_type != WSMsgType.TEXT:
+            return None
+        request: dict[str, Any] = orjson.loads(frame.get_payload_as_bytes())
+        return request
+
+
+class Client(BaselineListener):
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        request = self.request(transport, frame)
+        if request is None:
             return
-        request = orjson.loads(frame.get_payload_as_bytes())
         action, ref = request.get("action"), request.get("ref")
         if action in ("subscribe", "suscribe"):
             ROOM.subscribers[id(transport)] = transport.underlying_transport
