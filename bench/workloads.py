@@ -369,7 +369,8 @@ def durable(ctx: Context) -> list[Row]:
                 log(f"durable publish: {name} on {backend} run {run + 1}")
                 try:
                     result = _durable_one(ctx, backend, name)
-                    runs[name].append({**result["runs"][0], **result, "runs": None})
+                    counts = {k: result[k] for k in ("errors", "seq_errors")}
+                    runs[name].append({**result["runs"][0], **counts})
                 except Exception as exc:
                     log(f"durable publish: {name} on {backend} failed: {exc}")
                     errors[name] = str(exc)

@@ -20,7 +20,7 @@ from topichub import __version__
 from topichub.api.app import create_app
 from topichub.api.deps import ApiContext
 from topichub.auth import TokenSigner, load_or_create_secret
-from topichub.broker.base import Broker, BrokerEvent, MessagePublished, open_broker
+from topichub.broker.base import Broker, BrokerEvent, open_broker
 from topichub.config import Settings
 from topichub.gateway.hub import Hub
 from topichub.gateway.server import Gateway
@@ -158,9 +158,6 @@ class Node:
 
     def _on_event(self, event: BrokerEvent) -> None:
         """Every event of every node: first what the services remember, then delivery."""
-        if type(event) is MessagePublished:  # most events, and nothing to remember
-            self.hub.on_message(event.record)
-            return
         self.services.topics.lookups.apply(event)
         self.hub.handle(event)
 

@@ -124,7 +124,7 @@ class Hub:
     def handle(self, event: BrokerEvent) -> None:
         match event:
             case MessagePublished(record=record):
-                self.on_message(record)
+                self._on_message(record)
             case MembershipChanged(topic_id=topic_id, joined=True):
                 invite = (
                     invited_event(event.topic_name, event.invited_by) if event.invited_by else None
@@ -154,8 +154,7 @@ class Hub:
                     self.stop_routing(conn)
                     self._spawn(self._close(conn, CloseCode.POLICY_VIOLATION, "account deleted"))
 
-    def on_message(self, record: MessageRecord) -> None:
-        """A message stored by any node (the node hands MessagePublished straight here)."""
+    def _on_message(self, record: MessageRecord) -> None:
         topic_id = record.topic_id
         if record.direct_pair is not None:
             # A direct conversation may be new: route its users' connections to it.
@@ -182,8 +181,7 @@ class Hub:
             return
         self._fan_out(record, stream)
         stream.last = record.seq
-        if stream.held:
-            self._release_held(stream)
+        self._release_held(stream)
 
     def _release_held(self, stream: TopicStream) -> None:
         while stream.held and stream.last + 1 in stream.held:

@@ -37,6 +37,9 @@ class AppendBatch:
             if first != i:
                 self._repeats.append((i, first))
         self._next_seq: dict[int, int] = {}
+        # No client ids: no retries and no repeats, so every request is new (the common
+        # batch; it skips ``_is_new`` per request).
+        self._all_new = not self._first_of_key
 
     # -- step 1 ---------------------------------------------------------------------------
 
@@ -69,9 +72,8 @@ class AppendBatch:
     def seq_counts(self) -> dict[int, int]:
         """How many seqs to reserve per topic id."""
         counts: dict[int, int] = {}
-        all_new = not self._first_of_key  # no client ids: no retries, no repeats
         for i, request in enumerate(self.requests):
-            if all_new or self._is_new(i):
+            if self._all_new or self._is_new(i):
                 counts[request.topic.id] = counts.get(request.topic.id, 0) + 1
         return counts
 
@@ -87,7 +89,7 @@ class AppendBatch:
         message; every request gets its result here."""
         rows: list[tuple[Any, ...]] = []
         next_seq = self._next_seq
-        all_new = not self._first_of_key
+        all_new = self._all_new
         for i, request in enumerate(self.requests):
             if not (all_new or self._is_new(i)):
                 continue
