@@ -535,6 +535,33 @@ class Publisher:
             await asyncio.sleep(0.01)
 
 
+async def latency_at(
+    publisher: Publisher, gen: Gen, server_pid: int, seconds: float, rate: float
+) -> dict[str, float]:
+    """A latency window: publish at a fixed ``rate`` for ``seconds``; every receipt's
+    publish-to-receive time, and what the server and the load generator spent meanwhile."""
+    gen.lat = []
+    gen.lat_on = True
+    start = stat_point(server_pid, gen)
+    await publisher.at_rate(seconds, rate)
+    await publisher.drain()
+    end = stat_point(server_pid, gen)
+    gen.lat_on = False
+    lat = sorted(gen.lat)
+    at_rate = window_stats(start, end)
+    return {
+        "lat_rate": rate,
+        "lat_samples": len(lat),
+        "p50_ms": percentile(lat, 0.50) / 1e6,
+        "p99_ms": percentile(lat, 0.99) / 1e6,
+        "max_ms": (lat[-1] / 1e6) if lat else float("nan"),
+        "us_per_delivery_at_rate": at_rate["us_per_delivery"],
+        "us_kernel_per_delivery_at_rate": at_rate["us_kernel_per_delivery"],
+        "server_cpu_pct_at_rate": at_rate["server_cpu_pct"],
+        "loadgen_cpu_pct_at_rate": at_rate["loadgen_cpu_pct"],
+    }
+
+
 async def fanout(job: dict[str, Any]) -> dict[str, Any]:
     """S subscribers and one publisher on one topic: per run, a saturated window (closed
     loop) then a latency window at ``lat_fraction`` of the saturated rate."""
@@ -575,26 +602,13 @@ async def fanout(job: dict[str, Any]) -> dict[str, Any]:
         result = window_stats(start, end)
         result["publishes_per_s"] = result["deliveries_per_s"] / len(counted)
         rate = max(1.0, job["lat_fraction"] * result["publishes_per_s"])
-        gen.lat = []
-        gen.lat_on = True
-        start = stat_point(server_pid, gen)
-        await publisher.at_rate(job["duration"], rate)
-        await publisher.drain()
-        end = stat_point(server_pid, gen)
-        gen.lat_on = False
-        lat = sorted(gen.lat)
-        at_rate = window_stats(start, end)
-        result.update(
-            lat_rate=rate,
-            lat_samples=len(lat),
-            p50_ms=percentile(lat, 0.50) / 1e6,
-            p99_ms=percentile(lat, 0.99) / 1e6,
-            max_ms=(lat[-1] / 1e6) if lat else float("nan"),
-            us_per_delivery_at_rate=at_rate["us_per_delivery"],
-            us_kernel_per_delivery_at_rate=at_rate["us_kernel_per_delivery"],
-            server_cpu_pct_at_rate=at_rate["server_cpu_pct"],
-            loadgen_cpu_pct_at_rate=at_rate["loadgen_cpu_pct"],
-        )
+        result.update(await latency_at(publisher, gen, server_pid, job["duration"], rate))
+        ref_rates = job.get("ref_rates")
+        if ref_rates:  # the same fixed rate as another server's run (see workloads.fanout)
+            ref = await latency_at(
+                publisher, gen, server_pid, job["duration"], ref_rates[run % len(ref_rates)]
+            )
+            result.update({f"ref_{key}": value for key, value in ref.items()})
         runs.append(result)
         log(
             f"{job['label']} run {run + 1}: {result['deliveries_per_s']:,.0f} deliveries/s, "
@@ -945,12 +959,8 @@ async def slow(job: dict[str, Any]) -> dict[str, Any]:
             await asyncio.sleep(0.02)
 
     async def latency_window(rate: float) -> dict[str, float]:
-        gen.lat, gen.lat_on = [], True
-        await publisher.at_rate(job["duration"], rate)
-        await publisher.drain()
-        gen.lat_on = False
-        lat = sorted(gen.lat)
-        return {"p50_ms": percentile(lat, 0.5) / 1e6, "p99_ms": percentile(lat, 0.99) / 1e6}
+        window = await latency_at(publisher, gen, server_pid, job["duration"], rate)
+        return {"p50_ms": window["p50_ms"], "p99_ms": window["p99_ms"]}
 
     async def stall() -> asyncio.Task[dict[str, Any]]:
         """The slow user stops reading; returns the watcher.

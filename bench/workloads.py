@@ -168,8 +168,14 @@ def fanout(ctx: Context) -> list[Row]:
         for server_name in c.servers:
             label = f"{server_name} S={subscribers}"
             log(f"fan-out: {label}")
+            # picows also runs a latency window at topichub's own rate (topichub runs
+            # first): the raw ceiling at the very rate topichub's p99 is measured at.
+            ours = results.get(("topichub", subscribers), {}).get("runs", [])
+            ref_rates = [run["lat_rate"] for run in ours] if server_name == "picows" else []
             try:
-                results[(server_name, subscribers)] = _fanout_one(ctx, server_name, subscribers)
+                results[(server_name, subscribers)] = _fanout_one(
+                    ctx, server_name, subscribers, ref_rates
+                )
             except Exception as exc:  # a baseline that cannot run must not sink the rest
                 log(f"fan-out {label} failed: {exc}")
                 results[(server_name, subscribers)] = {"runs": [], "error": str(exc)}
@@ -180,9 +186,12 @@ def fanout(ctx: Context) -> list[Row]:
     return rows
 
 
-def _fanout_one(ctx: Context, server_name: str, subscribers: int) -> dict[str, Any]:
+def _fanout_one(
+    ctx: Context, server_name: str, subscribers: int, ref_rates: list[float]
+) -> dict[str, Any]:
     c = ctx.config
     job: dict[str, Any] = {
+        "ref_rates": ref_rates,
         "kind": "fanout",
         "label": f"{server_name} S={subscribers}",
         "subscribers": subscribers,
@@ -262,6 +271,7 @@ def _fanout_rows(server_name: str, subscribers: int, result: dict[str, Any]) -> 
             target="≤ 8" if primary else "",
             check=(lambda v: v <= 8.0) if primary else None,
         ),
+        *_reference_rows(case, result),
         Row(
             w,
             case,
@@ -272,6 +282,31 @@ def _fanout_rows(server_name: str, subscribers: int, result: dict[str, Any]) -> 
         ),
     ]
     return rows
+
+
+def _reference_rows(case: str, result: dict[str, Any]) -> list[Row]:
+    """A baseline's latency window at topichub's rate, when it ran one."""
+    if "ref_p99_ms" not in result["runs"][0]:
+        return []
+    at = "at topichub's 20% rate"
+    return [
+        Row(
+            "fan-out",
+            case,
+            f"server CPU % {at}",
+            _values(result, "ref_server_cpu_pct_at_rate"),
+            "{:.0f}",
+        ),
+        Row(
+            "fan-out",
+            case,
+            f"load generator CPU % {at}",
+            _values(result, "ref_loadgen_cpu_pct_at_rate"),
+            "{:.0f}",
+        ),
+        Row("fan-out", case, f"p50 ms {at}", _values(result, "ref_p50_ms")),
+        Row("fan-out", case, f"p99 ms {at}", _values(result, "ref_p99_ms")),
+    ]
 
 
 def _ratio_rows(subscribers: int, results: dict[tuple[str, int], dict[str, Any]]) -> list[Row]:

@@ -60,6 +60,10 @@ def test_quick_bench_prints_the_table_with_every_check_passing() -> None:
     for cells in once:
         assert cells[3].startswith("yes") and cells[6] == "pass", cells
 
+    # picows also measured its latency at topichub's rate (the same fixed rate).
+    (same_rate,) = rows(done.stdout, "p99 ms at topichub's 20% rate")
+    assert same_rate[1] == "picows S=20" and float(same_rate[3]) > 0, same_rate
+
     for metric in (
         "every pending seq once, in order",
         "slow client's close code",
