@@ -618,9 +618,13 @@ async def pending_survives_restart(node: Node, how: str) -> None:
 # -- (f) a slow consumer ------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_buffer_node(tmp_path: Path, backend: Backend) -> Iterator[Node]:
-    yield from run_node(tmp_path, "--outbound-buffer-bytes", "65536", *backend.args)
+# 64 KiB: the limit is the transport's high water itself. 256 KiB: the transport pauses
+# writing at 64 KiB first, and the close must still wait until the backlog passes the limit.
+@pytest.fixture(params=["65536", "262144"], ids=["limit-64KiB", "limit-256KiB"])
+def small_buffer_node(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: Backend
+) -> Iterator[Node]:
+    yield from run_node(tmp_path, "--outbound-buffer-bytes", request.param, *backend.args)
 
 
 async def test_slow_consumer_closed_1013_others_unaffected(small_buffer_node: Node) -> None:
