@@ -63,20 +63,30 @@ class Session(Protocol):
 
 
 class WriteCoalescer:
-    """Flushes every connection that has frames waiting, once per loop iteration."""
+    """Flushes every connection that has frames waiting, once per loop iteration.
 
-    def __init__(self) -> None:
+    ``before_flush`` runs first: the hub's fan-out of the iteration's messages (see
+    ``Hub.deliver_outbox``), so their frames join the replies queued meanwhile."""
+
+    def __init__(self, before_flush: Callable[[], None] | None = None) -> None:
         self._dirty: list[Connection] = []
         self._scheduled = False
+        self.before_flush = before_flush
 
-    def mark(self, conn: Connection) -> None:
-        self._dirty.append(conn)
+    def schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
+    def mark(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self.schedule()
+
     def flush(self) -> None:
         self._scheduled = False
+        if self.before_flush is not None:
+            self.before_flush()
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush_out()

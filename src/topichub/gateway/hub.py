@@ -3,6 +3,13 @@
 Each message event is encoded once per topic (once per side of a direct conversation) and
 the same bytes are handed to every member connection on this node.
 
+Message events are fanned out once per loop iteration, connection by connection
+(:meth:`Hub.deliver_outbox`, run by the write coalescer before it flushes): each connection
+gets all of its frames of the iteration at once, and when they are all of one topic (a
+single message at a low rate, or a burst on one busy topic) they are written right there,
+so the first subscribers have a message while the hub is still visiting the rest and each
+connection's state is visited once.
+
 Per topic the hub also keeps the last ``seq`` it fanned out (a :class:`TopicStream`), so
 events reach connections in ``seq`` order with no gap even when the broker reorders or
 drops them (several nodes publishing to one topic, a lost Redis connection): an event that
@@ -28,7 +35,7 @@ from topichub.broker.base import (
     UserDeleted,
 )
 from topichub.errors import CloseCode
-from topichub.gateway.connection import Connection
+from topichub.gateway.connection import Connection, WriteCoalescer
 from topichub.gateway.frames import text_frame
 from topichub.models import MessageRecord, Topic, TopicKind
 from topichub.observability import Metrics
@@ -69,6 +76,10 @@ class Hub:
         self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
         self.streams: dict[int, TopicStream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Messages of this loop iteration not yet handed to connections: (topic id, seq,
+        # the frame, or for a direct message each side's frame by username).
+        self._outbox: list[tuple[int, int, bytes | dict[str, bytes]]] = []
+        self.coalescer = WriteCoalescer(before_flush=self.deliver_outbox)
 
     def connections(self) -> list[Connection]:
         return [conn for conns in self.by_user.values() for conn in conns]
@@ -93,10 +104,14 @@ class Hub:
         return stream
 
     def _route(self, conn: Connection, topic_id: int) -> None:
+        if self._outbox:
+            self.deliver_outbox()  # to the connections that were members when it was sent
         conn.topic_ids.add(topic_id)
         self.by_topic[topic_id].add(conn)
 
     def _unroute(self, conn: Connection, topic_id: int) -> None:
+        if self._outbox:
+            self.deliver_outbox()
         conn.topic_ids.discard(topic_id)
         conns = self.by_topic.get(topic_id)
         if conns is not None:
@@ -122,6 +137,8 @@ class Hub:
     # -- broker events --------------------------------------------------------------------
 
     def handle(self, event: BrokerEvent) -> None:
+        if self._outbox and not isinstance(event, MessagePublished):
+            self.deliver_outbox()  # what was published before the event goes out before it
         match event:
             case MessagePublished(record=record):
                 self._on_message(record)
@@ -190,26 +207,44 @@ class Hub:
             stream.last = record.seq
 
     def _fan_out(self, record: MessageRecord, stream: TopicStream) -> None:
-        topic_id, seq = record.topic_id, record.seq
-        conns = self.by_topic.get(topic_id, ())
-        delivered = 0
+        """Encode ``record`` once (once per side of a direct conversation) and queue it for
+        this iteration's :meth:`deliver_outbox`."""
+        frames: bytes | dict[str, bytes]
         if record.direct_pair is None:
-            frame = text_frame(message_event(record, ""))  # once, for every socket
-            for conn in conns:
-                delivered += conn.deliver(topic_id, seq, frame)
+            frames = text_frame(message_event(record, ""))  # once, for every socket
         else:
-            encoded = {
+            frames = {
                 name: text_frame(message_event(record, name)) for name in set(record.direct_pair)
             }
-            for conn in conns:
-                side = encoded.get(conn.username)
-                if side is not None:
-                    delivered += conn.deliver(record.topic_id, record.seq, side)
-        counts = self.metrics.fan_out
-        counts.deliveries += delivered
-        if seq > stream.counted:
-            stream.counted = seq
-            counts.published += 1
+        if not self._outbox:
+            self.coalescer.schedule()
+        self._outbox.append((record.topic_id, record.seq, frames))
+        if record.seq > stream.counted:
+            stream.counted = record.seq
+            self.metrics.fan_out.published += 1
+
+    def deliver_outbox(self) -> None:
+        """Hand this iteration's messages to their topics' connections, one connection at a
+        time and each topic's messages in seq order; when they are all of one topic, write
+        each connection as soon as it has them (with the replies it queued meanwhile)."""
+        outbox, self._outbox = self._outbox, []
+        by_topic: dict[int, list[tuple[int, bytes | dict[str, bytes]]]] = {}
+        for topic_id, seq, frames in outbox:
+            by_topic.setdefault(topic_id, []).append((seq, frames))
+        write_now = len(by_topic) == 1
+        delivered = 0
+        for topic_id, messages in by_topic.items():
+            for conn in self.by_topic.get(topic_id, ()):
+                for seq, frames in messages:
+                    if isinstance(frames, bytes):
+                        delivered += conn.deliver(topic_id, seq, frames)
+                    else:
+                        side = frames.get(conn.username)
+                        if side is not None:
+                            delivered += conn.deliver(topic_id, seq, side)
+                if write_now:
+                    conn.flush_out()
+        self.metrics.fan_out.deliveries += delivered
 
     # -- catching up from the store -------------------------------------------------------
 

@@ -18,7 +18,7 @@ from websockets.http11 import Request, Response
 
 from topichub.config import Settings
 from topichub.errors import CloseCode, InvalidRequest, Unauthorized
-from topichub.gateway.connection import Connection, WriteCoalescer
+from topichub.gateway.connection import Connection
 from topichub.gateway.cursors import CursorFlusher
 from topichub.gateway.dispatch import Dispatcher
 from topichub.gateway.hub import Hub
@@ -71,7 +71,7 @@ class Gateway:
         self.metrics = metrics
         self.dispatcher = Dispatcher(services, metrics)
         self.cursors = CursorFlusher(store, hub, metrics, settings.cursor_flush_ms)
-        self.coalescer = WriteCoalescer()
+        self.coalescer = hub.coalescer  # the hub's fan-out runs first in its flush
         self._server: asyncio.Server | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
