@@ -46,7 +46,9 @@ INBOX_HIGH = 64  # frames waiting for their turn before the socket stops being r
 INBOX_LOW = 8
 BEFORE_OPEN_LIMIT = 65536  # a handshake request is far smaller
 PUBLISH_PIPELINE = 64  # publishes of one connection checked and queued, not yet committed
-WRITE_HIGH_WATER = 65536  # unsent bytes that pause a replay (asyncio's default high water)
+# Unsent bytes at which the transport calls pause_writing (asyncio's default high water):
+# a replay then waits for the socket, and only then is the slow-consumer limit checked.
+WRITE_HIGH_WATER = 65536
 
 
 class Session(Protocol):
