@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--topichub-uvloop", action="store_true", help="run topichub on uvloop (a what-if)"
     )
+    p.add_argument(
+        "--python-receiver",
+        action="store_true",
+        help="read the fan-out's subscribers with picows in Python, not with bench/fanrecv.c",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--profile", type=Path, help="record topichub with py-spy into this directory")
     p.add_argument("--json", type=Path, help="also write the rows and raw numbers here")
@@ -115,6 +120,7 @@ def make_config(args: argparse.Namespace, workdir: Path) -> Config:
         if value is not None:
             setattr(config, key, value)
     config.topichub_uvloop = args.topichub_uvloop
+    config.c_receiver = not args.python_receiver
     config.profile = args.profile
     config.pin = not args.no_pin
     return config
@@ -154,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {1})  # the orchestrator stays off the server's core
     header = machine()
     loop = "uvloop (--topichub-uvloop)" if config.topichub_uvloop else "asyncio, as shipped"
+    receiver = "in C (bench/fanrecv.c)" if config.c_receiver else "in Python (--python-receiver)"
     header.append(
         f"pinning: {ctx.pinning.describe()}; topichub's event loop: {loop}; baselines and "
-        "load generator on uvloop"
+        f"load generator on uvloop; fan-out subscribers read {receiver}"
     )
     header.append(
         f"runs: {config.runs} (median, min–max), windows: {config.warmup:g} s warm-up + "

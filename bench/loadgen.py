@@ -28,6 +28,7 @@ import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from bench.common import CLOCK_TICKS, content_now, cpu_seconds, memory_kib, percentile, rss_kib
+from bench.fanrecv import FanRecv
 from bench.procs import LOADGEN_CORE, SERVER_CORE, Pinning, raise_nofile
 from bench.profile import recording
 
@@ -174,10 +175,77 @@ class Gen:
         try:
             await asyncio.wait_for(self._waiter, seconds)
         except TimeoutError:
-            got = self.ring[seq % RING]
             raise RuntimeError(
-                f"seq {seq} reached {got} of {self.receivers} subscribers in {seconds:.0f} s"
+                f"seq {seq} reached {self.receipts(seq)} of {self.receivers} subscribers "
+                f"in {seconds:.0f} s"
             ) from None
+
+    def receipts(self, seq: int) -> str:
+        return str(self.ring[seq % RING])
+
+    async def start_latency(self) -> None:
+        self.lat = []
+        self.lat_on = True
+
+    async def stop_latency(self) -> list[int]:
+        """The publish-to-receive times (ns) of the receipts since ``start_latency``."""
+        self.lat_on = False
+        return self.lat
+
+    def helper_cpu_seconds(self) -> float:
+        """CPU the load generator used outside this process (see RemoteGen)."""
+        return 0.0
+
+
+class RemoteGen(Gen):
+    """The counters of subscribers read by ``bench/fanrecv.c`` rather than by this
+    process's picows clients: it reports how far every subscriber has got (the watermark:
+    each has every seq up to it) and the total, and records the latencies itself."""
+
+    def __init__(self, binary: str) -> None:
+        super().__init__()
+        self.watermark = -1
+        self.recv = FanRecv(binary, self._progress)
+
+    async def attach(self, clients: Sequence[Client]) -> None:
+        """Move the reading of ``clients`` (connected and subscribed) to fanrecv."""
+        fds = []
+        for client in clients:
+            assert client.transport is not None
+            transport = client.transport.underlying_transport
+            transport.pause_reading()
+            fds.append(transport.get_extra_info("socket").fileno())
+        self.recv.start(fds)
+        await self.recv.connect()
+
+    def _progress(self, watermark: int, total: int) -> None:
+        self.watermark = watermark
+        self.total = total
+        if total >= self.wake_at or (self.wake_seq >= 0 and watermark >= self.wake_seq):
+            self.wake()
+
+    def complete(self, seq: int) -> bool:
+        return self.watermark >= seq
+
+    def receipts(self, seq: int) -> str:
+        return "not all (fanrecv counts whole seqs only)"
+
+    async def start_latency(self) -> None:
+        await self.recv.start_latency()
+
+    async def stop_latency(self) -> list[int]:
+        return await self.recv.stop_latency()
+
+    def helper_cpu_seconds(self) -> float:
+        return self.recv.cpu_seconds()
+
+    async def finish(self, clients: Sequence[Client]) -> None:
+        """Stop fanrecv and copy what each of ``clients`` got into it (for the checks)."""
+        for client, got in zip(clients, await self.recv.end(), strict=True):
+            client.first, client.next, client.count = got.first, got.last + 1, got.count
+            client.errors, client.anomalies = got.errors, got.anomalies
+            if got.close_code:
+                client.close_code = got.close_code
 
 
 class Client(WSListener):  # type: ignore[misc]
@@ -370,21 +438,21 @@ def profiling(job: dict[str, Any]) -> contextlib.ExitStack:
     return stack
 
 
-def core_busy_seconds(core: int) -> float:
-    """CPU seconds tasks ran on one core (user + nice + system), plus time the hypervisor
-    took away (steal), from /proc/stat. Interrupt time is left out: the server's own
-    loopback packets are processed there."""
+def core_seconds(core: int) -> tuple[float, float]:
+    """(busy, steal) seconds of one core from /proc/stat: busy is what tasks ran there
+    (user + nice + system) plus the time the hypervisor took away (steal). Interrupt time
+    is left out: the server's own loopback packets are processed there."""
     with open("/proc/stat") as f:
         for line in f:
             if line.startswith(f"cpu{core} "):
                 user, nice, system, _idle, _iowait, _irq, _softirq, steal = (
                     int(v) for v in line.split()[1:9]
                 )
-                return (user + nice + system + steal) / CLOCK_TICKS
-    return float("nan")
+                return (user + nice + system + steal) / CLOCK_TICKS, steal / CLOCK_TICKS
+    return float("nan"), float("nan")
 
 
-Point = tuple[float, tuple[float, float], float, int, float, float]
+Point = tuple[float, tuple[float, float], float, int, tuple[float, float], tuple[float, float]]
 
 
 def stat_point(server_pid: int, gen: Gen) -> Point:
@@ -392,10 +460,10 @@ def stat_point(server_pid: int, gen: Gen) -> Point:
     return (
         time.monotonic(),
         cpu_seconds(server_pid),
-        user + system,
+        user + system + gen.helper_cpu_seconds(),
         gen.total,
-        core_busy_seconds(SERVER_CORE),
-        core_busy_seconds(LOADGEN_CORE),
+        core_seconds(SERVER_CORE),
+        core_seconds(LOADGEN_CORE),
     )
 
 
@@ -415,10 +483,16 @@ def window_stats(start: Point, end: Point) -> dict[str, float]:
         "loadgen_cpu_pct": 100 * (end[2] - start[2]) / wall,
         # Other processes that ran on the server's core meanwhile: when this is high, the
         # server was not alone there and its rate and latency suffer.
-        "others_on_server_core_pct": max(0.0, 100 * ((end[4] - start[4]) - (user + system)) / wall),
-        "others_on_loadgen_core_pct": max(
-            0.0, 100 * ((end[5] - start[5]) - (end[2] - start[2])) / wall
+        "others_on_server_core_pct": max(
+            0.0, 100 * ((end[4][0] - start[4][0]) - (user + system)) / wall
         ),
+        "others_on_loadgen_core_pct": max(
+            0.0, 100 * ((end[5][0] - start[5][0]) - (end[2] - start[2])) / wall
+        ),
+        # Time the hypervisor ran something else on the core (ms per s): it comes in
+        # slices of milliseconds, each one a stall that shows in the latency's tail.
+        "steal_ms_per_s_server_core": 1000 * (end[4][1] - start[4][1]) / wall,
+        "steal_ms_per_s_loadgen_core": 1000 * (end[5][1] - start[5][1]) / wall,
     }
 
 
@@ -427,8 +501,10 @@ def window_stats(start: Point, end: Point) -> dict[str, float]:
 
 def behind(subs: Sequence[Client], last_seq: int) -> str:
     """Who is missing deliveries, for the error when a drain stalls."""
+    if not subs:
+        return "(see below)"
     late = [s for s in subs if s.counted and s.next - 1 < last_seq]
-    gone = [s for s in late if s.gone.done()]
+    gone = [s for s in late if s.gone.done() or s.close_code is not None]
     codes = sorted({str(s.close_code) for s in gone})
     return (
         f"{len(late)} subscriber(s) behind seq {last_seq} (e.g. at "
@@ -540,14 +616,12 @@ async def latency_at(
 ) -> dict[str, float]:
     """A latency window: publish at a fixed ``rate`` for ``seconds``; every receipt's
     publish-to-receive time, and what the server and the load generator spent meanwhile."""
-    gen.lat = []
-    gen.lat_on = True
+    await gen.start_latency()
     start = stat_point(server_pid, gen)
     await publisher.at_rate(seconds, rate)
     await publisher.drain()
     end = stat_point(server_pid, gen)
-    gen.lat_on = False
-    lat = sorted(gen.lat)
+    lat = sorted(await gen.stop_latency())
     at_rate = window_stats(start, end)
     return {
         "lat_rate": rate,
@@ -559,13 +633,16 @@ async def latency_at(
         "us_kernel_per_delivery_at_rate": at_rate["us_kernel_per_delivery"],
         "server_cpu_pct_at_rate": at_rate["server_cpu_pct"],
         "loadgen_cpu_pct_at_rate": at_rate["loadgen_cpu_pct"],
+        "steal_server_at_rate": at_rate["steal_ms_per_s_server_core"],
+        "steal_loadgen_at_rate": at_rate["steal_ms_per_s_loadgen_core"],
     }
 
 
 async def fanout(job: dict[str, Any]) -> dict[str, Any]:
     """S subscribers and one publisher on one topic: per run, a saturated window (closed
-    loop) then a latency window at ``lat_fraction`` of the saturated rate."""
-    gen = Gen()
+    loop) then a latency window at ``lat_fraction`` of the saturated rate. With
+    ``fanrecv`` (the default of ``python -m bench``) the subscribers are read in C."""
+    gen = RemoteGen(job["fanrecv"]) if job.get("fanrecv") else Gen()
     dialect = DIALECTS[job["dialect"]]
     tokens: list[str] = job["tokens"]
     subscribers = int(job["subscribers"])
@@ -587,11 +664,33 @@ async def fanout(job: dict[str, Any]) -> dict[str, Any]:
     await pub_client.request_subscribe(topic)
     counted = [s for s in subs if s.counted]
     publisher = Publisher(gen, pub_client, dialect, topic, len(counted))
-    publisher.subscribers = counted
+    if isinstance(gen, RemoteGen):
+        await gen.attach(counted)  # their counts are fanrecv's until gen.finish
+    else:
+        publisher.subscribers = counted
     log(f"{job['label']}: {subscribers} subscribers ready in {time.monotonic() - t0:.1f} s")
-
-    runs: list[dict[str, Any]] = []
     window = int(job.get("window") or max(8, 20000 // subscribers))
+    try:
+        runs = await _fanout_runs(job, gen, publisher, server_pid, window)
+    except RuntimeError as exc:
+        if isinstance(gen, RemoteGen):
+            await gen.finish(counted)
+            raise RuntimeError(f"{exc}: {behind(counted, publisher.last_seq)}") from None
+        raise
+    if isinstance(gen, RemoteGen):
+        await gen.finish(counted)
+    check = exactly_once(counted, publisher)
+    for client in [*subs, pub_client]:
+        client.close()
+    await asyncio.sleep(0.1)
+    return {"runs": runs, "exactly_once": check, "window": window}
+
+
+async def _fanout_runs(
+    job: dict[str, Any], gen: Gen, publisher: Publisher, server_pid: int, window: int
+) -> list[dict[str, Any]]:
+    """The measured runs of a fan-out job, then the last messages settled."""
+    runs: list[dict[str, Any]] = []
     profiler = profiling(job)
     for run in range(int(job["runs"])):
         await publisher.closed_loop(job["warmup"], window)
@@ -600,7 +699,7 @@ async def fanout(job: dict[str, Any]) -> dict[str, Any]:
         end = stat_point(server_pid, gen)
         await publisher.drain()
         result = window_stats(start, end)
-        result["publishes_per_s"] = result["deliveries_per_s"] / len(counted)
+        result["publishes_per_s"] = result["deliveries_per_s"] / publisher.receivers
         rate = max(1.0, job["lat_fraction"] * result["publishes_per_s"])
         result.update(await latency_at(publisher, gen, server_pid, job["duration"], rate))
         ref_rates = job.get("ref_rates")
@@ -618,11 +717,7 @@ async def fanout(job: dict[str, Any]) -> dict[str, Any]:
     profiler.close()
     await publisher.settle()
     await asyncio.sleep(0.2)
-    check = exactly_once(counted, publisher)
-    for client in [*subs, pub_client]:
-        client.close()
-    await asyncio.sleep(0.1)
-    return {"runs": runs, "exactly_once": check, "window": window}
+    return runs
 
 
 def exactly_once(subs: Sequence[Client], publisher: Publisher) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bench import fanrecv
 from bench.accounts import (
     DB_FILE,
     Population,
@@ -62,6 +63,7 @@ class Config:
     slow_subscribers: int = 1000
     slow_buffer: int = 64 * 1024
     topichub_uvloop: bool = False
+    c_receiver: bool = True  # the fan-out's subscribers read by bench/fanrecv.c
     pin: bool = True
     workdir: Path = Path("/tmp")
     quick: bool = False
@@ -79,6 +81,7 @@ class Context:
         self.signer = TokenSigner(self.secret)
         self.workdir = config.workdir
         self._template: tuple[Path, Population] | None = None
+        self._fanrecv: Path | None = None
         self._count = 0
         self.profiles: list[Path] = []
 
@@ -115,6 +118,12 @@ class Context:
             log(f"template database: {users + 1} users in {time.monotonic() - started:.1f} s")
             self._template = (path, population)
         return self._template
+
+    def fanrecv(self) -> Path:
+        """bench/fanrecv.c, compiled once per invocation."""
+        if self._fanrecv is None:
+            self._fanrecv = fanrecv.build(self.workdir)
+        return self._fanrecv
 
     def topichub(self, data_dir: Path, *args: str) -> ServerProc:
         return topichub_server(
@@ -203,6 +212,8 @@ def _fanout_one(
         "window": c.window,
         "dialect": "socketio" if server_name == "socketio" else "topichub",
     }
+    if c.c_receiver:
+        job["fanrecv"] = str(ctx.fanrecv())
     timeout = 180 + subscribers / 20 + c.runs * (c.warmup + 2 * c.duration) * 3
     if server_name == "topichub":
         template, population = ctx.template(subscribers)
@@ -261,6 +272,13 @@ def _fanout_rows(server_name: str, subscribers: int, result: dict[str, Any]) -> 
             "load generator CPU % at 20% rate",
             _values(result, "loadgen_cpu_pct_at_rate"),
             "{:.0f}",
+        ),
+        Row(
+            w,
+            case,
+            "steal ms/s on core 0 / 1 at 20% rate",
+            text=f"{median(_values(result, 'steal_server_at_rate')):.0f} / "
+            f"{median(_values(result, 'steal_loadgen_at_rate')):.0f}",
         ),
         Row(w, case, "p50 ms at 20% rate", _values(result, "p50_ms")),
         Row(
