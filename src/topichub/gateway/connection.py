@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
@@ -102,6 +103,7 @@ class Connection(asyncio.Protocol):
         "_cursor_dirty",
         "_cursor_updates",
         "_drained",
+        "_fd",
         "_fragment_opcode",
         "_fragments",
         "_held",
@@ -161,6 +163,7 @@ class Connection(asyncio.Protocol):
         self.close_timeout = close_timeout
         self.handshake_timeout = handshake_timeout
         self.transport: asyncio.Transport | None = None
+        self._fd = -1  # the socket's descriptor, for write_live's writes straight to it
         self.manual_ack = False
         self.open = False  # True from the accepted handshake until closing starts
         self.ready = False  # True once the pending replay is done
@@ -209,6 +212,9 @@ class Connection(asyncio.Protocol):
         # The transport tells us (pause_writing) once its unsent backlog passes this, so
         # the slow-consumer check in _start_batch need not ask it on every batch.
         self.transport.set_write_buffer_limits(high=min(WRITE_HIGH_WATER, self.buffer_limit))
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._fd = sock.fileno()  # a plain TCP socket: its bytes are the frames as is
         self._timer = asyncio.get_running_loop().call_later(
             self.handshake_timeout, self._handshake_timed_out
         )
@@ -536,6 +542,40 @@ class Connection(asyncio.Protocol):
         self._out.append(frame)
         sent_seq[topic_id] = seq
         self._out_seqs[topic_id] = seq
+        return True
+
+    def write_live(self, topic_id: int, seq: int, frame: bytes) -> bool:
+        """``deliver`` then ``flush_out``, for what the fan-out meets most below saturation:
+        one message this iteration, to a connection with nothing else queued. Returns True
+        if it was written. At 1,000 subscribers a message pays for this 1,000 times, each
+        on a connection out of the CPU's caches, so it is one call with the checks inlined.
+        """
+        if self._out or self._out_seqs or self._held is not None or self._writing_paused:
+            delivered = self.deliver(topic_id, seq, frame)  # the general path
+            self.flush_out()
+            return delivered
+        sent_seq = self.sent_seq
+        if seq <= sent_seq.get(topic_id, 0) or not self.open:
+            return False
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.protocol.state is not OPEN:
+            return False  # never written, so never delivered: it stays pending
+        # Straight to the socket when the transport holds nothing back (so order is kept):
+        # asyncio's write() would make the same send() after ~0.5 µs of checks in Python.
+        # What the kernel does not take, and any error, goes through the transport.
+        if self._fd >= 0 and not transport.get_write_buffer_size():
+            try:
+                written = os.write(self._fd, frame)
+            except OSError:
+                written = 0
+            if written < len(frame):
+                transport.write(frame[written:])
+        else:
+            transport.write(frame)
+        sent_seq[topic_id] = seq
+        if not self.manual_ack:
+            self._cursor_updates[topic_id] = seq
+            self._cursor_dirty.add(self)
         return True
 
     def finish_replay(self, replayed_upto: dict[int, int]) -> int:

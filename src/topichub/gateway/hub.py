@@ -234,7 +234,14 @@ class Hub:
         write_now = len(by_topic) == 1
         delivered = 0
         for topic_id, messages in by_topic.items():
-            for conn in self.by_topic.get(topic_id, ()):
+            conns = self.by_topic.get(topic_id, ())
+            if write_now and len(messages) == 1:
+                seq, frame = messages[0]
+                if isinstance(frame, bytes):  # one message for all: the low-rate case
+                    for conn in conns:
+                        delivered += conn.write_live(topic_id, seq, frame)
+                    continue
+            for conn in conns:
                 for seq, frames in messages:
                     if isinstance(frames, bytes):
                         delivered += conn.deliver(topic_id, seq, frames)

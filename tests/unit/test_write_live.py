@@ -1,0 +1,106 @@
+"""``Connection.write_live`` writes a message straight to the socket only while asyncio's
+transport holds nothing back: once the transport has buffered bytes, a direct write would
+overtake them and interleave two frames on the wire. Here a real connection on a real
+loopback socket, driven by asyncio's own transport, is made to buffer, then its peer frees
+room in the socket *before the event loop runs the transport's flush*: the one moment a
+direct write would succeed out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from websockets.protocol import State
+
+from topichub.gateway.connection import Connection, WriteCoalescer
+from topichub.gateway.frames import text_frame
+from topichub.models import User
+from topichub.store.base import CursorUpdate
+
+
+class NoSession:
+    """The connection never gets as far as asking its session anything here."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"unexpected session call: {name}")
+
+
+def read_frames(data: bytes) -> list[bytes]:
+    """The payloads of unmasked server frames, which must tile ``data`` exactly."""
+    payloads, pos = [], 0
+    while pos < len(data):
+        length, header = data[pos + 1] & 0x7F, 2
+        if length == 126:
+            length, header = int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
+        elif length == 127:
+            length, header = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
+        assert data[pos] == 0x81, f"not a text frame at byte {pos}: the stream is mixed up"
+        payloads.append(data[pos + header : pos + header + length])
+        pos += header + length
+    assert pos == len(data)
+    return payloads
+
+
+async def open_connection() -> tuple[Connection, socket.socket]:
+    ours, peer = socket.socketpair()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    loop = asyncio.get_running_loop()
+    conn = Connection(
+        NoSession(),  # type: ignore[arg-type]
+        WriteCoalescer(),
+        set(),
+        max_frame_bytes=1 << 20,
+        buffer_limit=1 << 24,
+    )
+    await loop.connect_accepted_socket(lambda: conn, ours)
+    # As after an accepted handshake and the pending replay.
+    conn.user = User(42, "reader", "", False, 0)
+    conn.protocol.state = State.OPEN
+    conn.open = True
+    conn.finish_replay({})
+    return conn, peer
+
+
+async def test_a_direct_write_never_overtakes_what_the_transport_holds() -> None:
+    conn, peer = await open_connection()
+    assert conn.transport is not None
+    payloads = [b"%06d" % seq + b"x" * 3000 for seq in range(1, 200)]
+    seq = 0
+    while not conn.transport.get_write_buffer_size():  # until the kernel takes no more
+        seq += 1
+        assert conn.write_live(7, seq, text_frame(payloads[seq - 1]))
+    # Room in the socket again, and the transport has not flushed yet (the loop has not
+    # run): a direct write would go out now, ahead of the buffered frame.
+    peer.setblocking(False)
+    received = peer.recv(1 << 20)
+    for _ in range(5):
+        seq += 1
+        assert conn.write_live(7, seq, text_frame(payloads[seq - 1]))
+    expected = sum(len(text_frame(payload)) for payload in payloads[:seq])
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(received) < expected:  # read while the loop lets the transport flush
+        assert asyncio.get_running_loop().time() < deadline, (len(received), expected)
+        try:
+            received += peer.recv(1 << 20)
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+    assert read_frames(received) == payloads[:seq]
+    assert conn.sent_seq[7] == seq
+    conn.transport.abort()
+    peer.close()
+
+
+async def test_the_socket_write_moves_the_cursor_and_drops_duplicates() -> None:
+    conn, peer = await open_connection()
+    assert conn.transport is not None
+    assert conn.write_live(3, 5, text_frame(b"five"))
+    assert not conn.write_live(3, 5, text_frame(b"five again"))  # already written
+    assert not conn.write_live(3, 4, text_frame(b"older"))
+    assert conn.take_cursor_updates() == [CursorUpdate(42, 3, 5)]
+    peer.settimeout(2)
+    assert read_frames(peer.recv(100)) == [b"five"]
+    conn.transport.abort()
+    peer.close()
