@@ -674,7 +674,8 @@ async def fanout(job: dict[str, Any]) -> dict[str, Any]:
         runs = await _fanout_runs(job, gen, publisher, server_pid, window)
     except RuntimeError as exc:
         if isinstance(gen, RemoteGen):
-            await gen.finish(counted)
+            with contextlib.suppress(RuntimeError):  # fanrecv may be what failed
+                await gen.finish(counted)
             raise RuntimeError(f"{exc}: {behind(counted, publisher.last_seq)}") from None
         raise
     if isinstance(gen, RemoteGen):

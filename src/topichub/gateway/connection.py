@@ -293,6 +293,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
+        self._fd = -1  # closed: the number may soon be another socket's
         self._out.clear()
         self._out_seqs.clear()
         if self._timer is not None:
