@@ -183,6 +183,10 @@ class Gen:
     def receipts(self, seq: int) -> str:
         return str(self.ring[seq % RING])
 
+    def everyone_has(self, subs: Sequence[Client]) -> int:
+        """The highest seq that every one of ``subs`` (the counted ones) has received."""
+        return min(s.next - 1 for s in subs)
+
     async def start_latency(self) -> None:
         self.lat = []
         self.lat_on = True
@@ -229,6 +233,9 @@ class RemoteGen(Gen):
 
     def receipts(self, seq: int) -> str:
         return "not all (fanrecv counts whole seqs only)"
+
+    def everyone_has(self, subs: Sequence[Client]) -> int:
+        return self.watermark
 
     async def start_latency(self) -> None:
         await self.recv.start_latency()
@@ -1019,9 +1026,11 @@ async def slow(job: dict[str, Any]) -> dict[str, Any]:
        fixed rate as in 1 (the others' p99 while a consumer is stalled), then publishing
        goes on unmeasured until the server closes it and it has reconnected.
 
-    The slow user's connections together must get every seq exactly once.
+    The slow user's connections together must get every seq exactly once. With
+    ``fanrecv`` the others are read in C (as in the fan-out); the slow user's connections
+    stay picows clients, which can stop reading.
     """
-    gen = Gen()
+    gen = RemoteGen(job["fanrecv"]) if job.get("fanrecv") else Gen()
     dialect = DIALECTS["topichub"]
     tokens: list[str] = job["tokens"]
     subscribers = int(job["subscribers"])
@@ -1041,7 +1050,10 @@ async def slow(job: dict[str, Any]) -> dict[str, Any]:
     await pub_client.request_subscribe(topic)
     counted = [s for s in subs if s.counted]
     publisher = Publisher(gen, pub_client, dialect, topic, len(counted))
-    publisher.subscribers = counted
+    if isinstance(gen, RemoteGen):
+        await gen.attach(counted)
+    else:
+        publisher.subscribers = counted
     window = int(job.get("window") or max(8, 20000 // subscribers))
     episode_limit = float(job.get("detect_timeout", 90))
     peak = {"rss": 0}
@@ -1093,7 +1105,7 @@ async def slow(job: dict[str, Any]) -> dict[str, Any]:
         if not watcher.done():
             return False
         again: Client = watcher.result()["client"]
-        return again.next - 1 >= min(s.next - 1 for s in counted)
+        return again.next - 1 >= gen.everyone_has(counted)
 
     async def finish(watcher: asyncio.Task[dict[str, Any]]) -> dict[str, Any]:
         outcome = await asyncio.wait_for(watcher, 120)
@@ -1161,6 +1173,8 @@ async def slow(job: dict[str, Any]) -> dict[str, Any]:
         and not any(c.errors for c in chain)
         and slow_client.next - 1 == publisher.last_seq
     )
+    if isinstance(gen, RemoteGen):
+        await gen.finish(counted)
     check = exactly_once(counted, publisher)
     for client in [*subs, pub_client, slow_client]:
         client.close()

@@ -724,6 +724,7 @@ def slow(ctx: Context) -> list[Row]:
                 "duration": c.duration,
                 "lat_fraction": c.lat_fraction,
                 "window": c.window,
+                **({"fanrecv": str(ctx.fanrecv())} if c.c_receiver else {}),
                 "token_file": ctx.token_file(
                     "slow",
                     tokens=population.tokens(ctx.signer, names),
