@@ -509,7 +509,7 @@ def window_stats(start: Point, end: Point) -> dict[str, float]:
 def behind(subs: Sequence[Client], last_seq: int) -> str:
     """Who is missing deliveries, for the error when a drain stalls."""
     if not subs:
-        return "(see below)"
+        return "(the subscribers are read by fanrecv)"
     late = [s for s in subs if s.counted and s.next - 1 < last_seq]
     gone = [s for s in late if s.gone.done() or s.close_code is not None]
     codes = sorted({str(s.close_code) for s in gone})

@@ -163,7 +163,7 @@ class Connection(asyncio.Protocol):
         self.close_timeout = close_timeout
         self.handshake_timeout = handshake_timeout
         self.transport: asyncio.Transport | None = None
-        self._fd = -1  # the socket's descriptor, for write_live's writes straight to it
+        self._fd = -1  # the socket's descriptor, for _write's writes straight to it
         self.manual_ack = False
         self.open = False  # True from the accepted handshake until closing starts
         self.ready = False  # True once the pending replay is done
@@ -490,7 +490,7 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing() or self.protocol.state is not OPEN:
             return  # never written, so never delivered: it stays pending for the next one
         if out:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._write(transport, out[0] if len(out) == 1 else b"".join(out))
         if seqs and not self.manual_ack:
             self._cursor_updates.update(seqs)
             self._cursor_dirty.add(self)
@@ -545,6 +545,21 @@ class Connection(asyncio.Protocol):
         self._out_seqs[topic_id] = seq
         return True
 
+    def _write(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Write queued frames: straight to the socket when the transport holds nothing
+        back (so order is kept), as asyncio's write() would after ~0.5 µs of checks in
+        Python, paid per subscriber per message. What the kernel does not take, and any
+        error, go through the transport, which keeps the order and handles the error."""
+        if self._fd >= 0 and not transport.get_write_buffer_size():
+            try:
+                written = os.write(self._fd, data)
+            except OSError:
+                written = 0
+            if written < len(data):
+                transport.write(data[written:])
+        else:
+            transport.write(data)
+
     def write_live(self, topic_id: int, seq: int, frame: bytes) -> bool:
         """``deliver`` then ``flush_out``, for what the fan-out meets most below saturation:
         one message this iteration, to a connection with nothing else queued. Returns True
@@ -561,18 +576,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.protocol.state is not OPEN:
             return False  # never written, so never delivered: it stays pending
-        # Straight to the socket when the transport holds nothing back (so order is kept):
-        # asyncio's write() would make the same send() after ~0.5 µs of checks in Python.
-        # What the kernel does not take, and any error, goes through the transport.
-        if self._fd >= 0 and not transport.get_write_buffer_size():
-            try:
-                written = os.write(self._fd, frame)
-            except OSError:
-                written = 0
-            if written < len(frame):
-                transport.write(frame[written:])
-        else:
-            transport.write(frame)
+        self._write(transport, frame)
         sent_seq[topic_id] = seq
         if not self.manual_ack:
             self._cursor_updates[topic_id] = seq
