@@ -33,6 +33,8 @@ class RateLimiter:
 
 
 def check_content_size(content_json: str, max_bytes: int) -> None:
+    if len(content_json) * 4 <= max_bytes:
+        return  # UTF-8 takes at most 4 bytes a character: no need to encode it to know
     size = len(content_json.encode())
     if size > max_bytes:
         raise TooLarge(f"content is {size} bytes; the limit is {max_bytes}")

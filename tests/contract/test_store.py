@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -103,6 +104,46 @@ async def test_one_batch_with_a_deleted_topic_fails_only_its_own_appends(store: 
     assert repeat.content == '"2"'
     stored = await store.history(kept, before=None, since=0, limit=10)
     assert [(r.seq, r.content) for r in stored] == [(1, '"1"'), (2, '"2"')]
+
+
+async def test_a_batch_mixing_client_ids_stores_each_row_as_sent(
+    store: Store, database_url: str
+) -> None:
+    """A message without a client id is inserted without that column (to its NULL
+    default), one with it by the full statement, in the same batch. On SQLite no None is
+    bound at all: sqlite3 looks up an adapter for a None parameter, and a registered one
+    would be called (it costs ~1 µs a row unregistered, raising and clearing an error)."""
+    alice = await user(store, "alice")
+    news = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    sport = await store.create_topic("sport", TopicKind.PUBLIC, alice.id)
+    bound_none: list[None] = []
+    if database_url.startswith("sqlite"):
+        sqlite3.register_adapter(type(None), lambda value: bound_none.append(value))
+    try:
+        results = await asyncio.gather(
+            store.submit(request(news, alice, '"a"')),
+            store.submit(request(sport, alice, '"b"', "c-1")),
+            store.submit(request(news, alice, '"c"', "c-2")),
+            store.submit(request(sport, alice, '"d"')),
+        )
+    finally:
+        sqlite3.adapters.pop((type(None), sqlite3.PrepareProtocol), None)
+    assert bound_none == []
+    assert [(r.topic_name, r.seq, r.client_id, duplicate) for r, duplicate in results] == [
+        ("news", 1, None, False),
+        ("sport", 1, "c-1", False),
+        ("news", 2, "c-2", False),
+        ("sport", 2, None, False),
+    ]
+    for topic, expected in (
+        (news, [(1, '"a"', None), (2, '"c"', "c-2")]),
+        (sport, [(1, '"b"', "c-1"), (2, '"d"', None)]),
+    ):
+        stored = await store.history(topic, before=None, since=0, limit=10)
+        assert [(r.seq, r.content, r.client_id) for r in stored] == expected
+    # The client ids were stored: a retry of either gets the first copy back.
+    again, duplicate = await store.append(request(news, alice, '"changed"', "c-2"))
+    assert (again.seq, again.content, duplicate) == (2, '"c"', True)
 
 
 async def test_commit_callbacks_run_in_submission_order_and_one_that_raises_stops_none(

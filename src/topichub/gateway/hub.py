@@ -141,7 +141,7 @@ class Hub:
             self.deliver_outbox()  # what was published before the event goes out before it
         match event:
             case MessagePublished(record=record):
-                self._on_message(record)
+                self.on_message(record)
             case MembershipChanged(topic_id=topic_id, joined=True):
                 invite = (
                     invited_event(event.topic_name, event.invited_by) if event.invited_by else None
@@ -171,7 +171,7 @@ class Hub:
                     self.stop_routing(conn)
                     self._spawn(self._close(conn, CloseCode.POLICY_VIOLATION, "account deleted"))
 
-    def _on_message(self, record: MessageRecord) -> None:
+    def on_message(self, record: MessageRecord) -> None:
         topic_id = record.topic_id
         if record.direct_pair is not None:
             # A direct conversation may be new: route its users' connections to it.
@@ -198,7 +198,8 @@ class Hub:
             return
         self._fan_out(record, stream)
         stream.last = record.seq
-        self._release_held(stream)
+        if stream.held:  # rarely: events that arrived early, waiting for this one
+            self._release_held(stream)
 
     def _release_held(self, stream: TopicStream) -> None:
         while stream.held and stream.last + 1 in stream.held:

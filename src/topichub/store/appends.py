@@ -6,13 +6,13 @@ of its dialect (store/sql.py), in one transaction.
    stored message back (``duplicate``) instead of a second copy.
 2. *Reserve seqs*: ``last_seq += n`` for every topic with n new messages, read back in
    the same statement, so concurrent writers (other nodes) never share a seq.
-3. *Insert* every new message, its seqs in request order per topic.
+3. *Insert* every new message, its seqs in request order per topic (``InsertRows``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from topichub.errors import NotFound
 from topichub.models import MessageRecord
@@ -20,6 +20,19 @@ from topichub.store.base import AppendRequest
 
 RetryKey = tuple[int, int, str]  # (topic id, sender id, client id)
 Result = tuple[MessageRecord, bool] | Exception
+
+
+class InsertRows(NamedTuple):
+    """The new messages' rows, in two shapes. A message without a client id (most) leaves
+    that column out, to its NULL default: sqlite3 binds a None parameter through its
+    adapter lookup, which raises and clears an exception per value (~1 µs a row here).
+
+    - ``with_client_id``: (topic_id, seq, sender_id, sender, content, client_id, created_at)
+    - ``without_client_id``: (topic_id, seq, sender_id, sender, content, created_at)
+    """
+
+    with_client_id: list[tuple[Any, ...]]
+    without_client_id: list[tuple[Any, ...]]
 
 
 class AppendBatch:
@@ -84,10 +97,11 @@ class AppendBatch:
 
     # -- step 3 ---------------------------------------------------------------------------
 
-    def rows_to_insert(self, created_ms: int) -> list[tuple[Any, ...]]:
-        """(topic_id, seq, sender_id, sender, content, client_id, created_at) per new
-        message; every request gets its result here."""
-        rows: list[tuple[Any, ...]] = []
+    def rows_to_insert(self, created_ms: int) -> InsertRows:
+        """The row of each new message, in request order within each list; every request
+        gets its result here."""
+        rows = InsertRows([], [])
+        with_client_id, without_client_id = rows
         next_seq = self._next_seq
         all_new = self._all_new
         for i, request in enumerate(self.requests):
@@ -99,17 +113,23 @@ class AppendBatch:
                 self._results[i] = NotFound(f"the topic {topic.name!r} no longer exists")
                 continue
             next_seq[topic.id] = seq + 1
-            rows.append(
-                (
-                    topic.id,
-                    seq,
-                    request.sender_id,
-                    request.sender,
-                    request.content,
-                    request.client_id,
-                    created_ms,
+            client_id = request.client_id
+            if client_id is None:
+                without_client_id.append(
+                    (topic.id, seq, request.sender_id, request.sender, request.content, created_ms)
                 )
-            )
+            else:
+                with_client_id.append(
+                    (
+                        topic.id,
+                        seq,
+                        request.sender_id,
+                        request.sender,
+                        request.content,
+                        client_id,
+                        created_ms,
+                    )
+                )
             record = MessageRecord(
                 topic.id,
                 topic.name,
@@ -117,7 +137,7 @@ class AppendBatch:
                 request.sender,
                 request.content,
                 created_ms,
-                request.client_id,
+                client_id,
                 topic.direct_pair,
             )
             self._results[i] = (record, False)

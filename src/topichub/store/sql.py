@@ -63,7 +63,7 @@ from topichub.store.schema import members, messages, names, nodes, topics, users
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 512
+MAX_BATCH = 4096
 # Serialises migrations of nodes starting at once on one PostgreSQL database.
 MIGRATION_LOCK_ID = 0x70C1C4B
 
@@ -252,7 +252,9 @@ _SQLITE_RESERVE = (
     " FROM (SELECT CAST(key AS INTEGER) AS id, value AS n FROM json_each(?1)) AS k"
     " WHERE topics.id = k.id RETURNING topics.id, topics.last_seq"
 )
+_PLAIN_INSERT_COLUMNS = "topic_id, seq, sender_id, sender, content, created_at"
 _SQLITE_INSERT = f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_SQLITE_INSERT_PLAIN = f"INSERT INTO messages ({_PLAIN_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 _PG_STORED = (
     "SELECT m.topic_id, m.sender_id, m.seq, m.sender, m.content, m.client_id, m.created_at"
     " FROM messages m JOIN unnest($1::int[], $2::int[], $3::text[]) AS k(t, s, c)"
@@ -268,6 +270,10 @@ _PG_INSERT = (
     f"INSERT INTO messages ({_INSERT_COLUMNS}) SELECT * FROM unnest("
     "$1::int[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[], $7::bigint[])"
 )
+_PG_INSERT_PLAIN = (
+    f"INSERT INTO messages ({_PLAIN_INSERT_COLUMNS}) SELECT * FROM unnest("
+    "$1::int[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::bigint[])"
+)
 
 
 def _append_sqlite(conn: sqlite3.Connection, batch: AppendBatch) -> None:
@@ -282,7 +288,11 @@ def _append_sqlite(conn: sqlite3.Connection, batch: AppendBatch) -> None:
             _SQLITE_RESERVE, (orjson.dumps(counts, option=orjson.OPT_NON_STR_KEYS).decode(),)
         )
         batch.reserved(reserved.fetchall(), counts)
-    conn.executemany(_SQLITE_INSERT, batch.rows_to_insert(now_ms()))
+    rows = batch.rows_to_insert(now_ms())
+    if rows.without_client_id:
+        conn.executemany(_SQLITE_INSERT_PLAIN, rows.without_client_id)
+    if rows.with_client_id:
+        conn.executemany(_SQLITE_INSERT, rows.with_client_id)
 
 
 async def _append_postgres(conn: Any, batch: AppendBatch) -> None:
@@ -295,8 +305,12 @@ async def _append_postgres(conn: Any, batch: AppendBatch) -> None:
         reserved = await conn.fetch(_PG_RESERVE, list(counts), list(counts.values()))
         batch.reserved(reserved, counts)
     rows = batch.rows_to_insert(now_ms())
-    if rows:
-        await conn.execute(_PG_INSERT, *(list(column) for column in zip(*rows, strict=True)))
+    for statement, shaped in (
+        (_PG_INSERT_PLAIN, rows.without_client_id),
+        (_PG_INSERT, rows.with_client_id),
+    ):
+        if shaped:
+            await conn.execute(statement, *(list(column) for column in zip(*shaped, strict=True)))
 
 
 def _call(committed: Committed, result: AppendResult | Exception) -> None:
