@@ -81,10 +81,10 @@ def _read_password() -> str:
 # 700 net allocations), and its older-generation passes walked every long-lived object of
 # the server (modules, SQLAlchemy's tables, FastAPI's routes, every connection): about a
 # quarter of a node's CPU under a durable-publish load (docs/benchmarks.md). Even the
-# young passes, every 20,000 net allocations, walked the ~10,000 objects a durable load
-# keeps in flight (1,600 publishes awaiting their commit): 5 % of the instructions per
-# publish, against 1 % every 100,000 (callgrind, session 8). A young pass walks only the
-# objects still alive (a durable load's in-flight ones): 5x rarer passes are not 5x longer.
+# young passes, every 20,000 net allocations, walked the objects of every publish still
+# awaiting its commit (1,600 under the bench's load) again and again: 5 % of the
+# instructions per publish, against 1 % every 100,000 (callgrind, session 8). A young pass
+# walks only what is still alive, so 5x rarer passes are not 5x longer.
 GC_THRESHOLD = (100_000, 50, 100)
 
 
