@@ -148,6 +148,9 @@ def test_message_content_shows_as_text_and_never_runs(
     reader.open_conversation(topic)
 
     reader.send(XSS)
+    # Shown (so stored first) before the REST publishes below: send() does not wait, and a
+    # REST publish racing the browser's frame could take seq 1.
+    expect(reader.messages(XSS)).to_have_count(1)
     publish(hub, author, topic, {"html": "<script>window.__xss = 2</script>", "n": [1, 2]})
     long_text = "long " * 2000
     publish(hub, author, topic, long_text)
