@@ -20,7 +20,7 @@ from topichub import __version__
 from topichub.api.app import create_app
 from topichub.api.deps import ApiContext
 from topichub.auth import TokenSigner, load_or_create_secret
-from topichub.broker.base import Broker, BrokerEvent, MessagePublished, open_broker
+from topichub.broker.base import Broker, BrokerEvent, open_broker
 from topichub.config import Settings
 from topichub.gateway.hub import Hub
 from topichub.gateway.server import Gateway
@@ -157,13 +157,7 @@ class Node:
             await self._beat()
 
     def _on_event(self, event: BrokerEvent) -> None:
-        """Every event of every node: first what the services remember, then delivery.
-
-        A new message, nearly every event, changes nothing remembered: it goes straight
-        to the fan-out (one publish pays for this call, not for two dispatches on type)."""
-        if type(event) is MessagePublished:
-            self.hub.on_message(event.record)
-            return
+        """Every event of every node: first what the services remember, then delivery."""
         self.services.topics.lookups.apply(event)
         self.hub.handle(event)
 

@@ -74,9 +74,9 @@ class Lookups:
     # -- keeping it current ---------------------------------------------------------------
 
     def apply(self, event: BrokerEvent) -> None:
+        if type(event) is MessagePublished:  # nearly every event, and it changes nothing here
+            return
         match event:
-            case MessagePublished():
-                return
             case MembershipChanged(joined=False):
                 user_id = self._user_ids.get(event.username)
                 if user_id is not None:

@@ -54,20 +54,14 @@ def view_topic_name(topic: Topic, viewer: str) -> str:
 
 
 def message_fields(record: MessageRecord, viewer: str, *, pending: bool) -> dict[str, Any]:
-    direct_pair = record.direct_pair
     return {
         "event": "message",
-        # view_name's rule, inlined for a topic's message (every publish pays for this)
-        "topic_name": (
-            record.topic_name
-            if direct_pair is None
-            else _name_for(record.topic_name, direct_pair, viewer)
-        ),
+        "topic_name": view_name(record, viewer),
         "from": record.sender,
         "content": orjson.Fragment(record.content),
         "seq": record.seq,
         "sent_at": format_timestamp(record.sent_at_ms),
-        "direct": direct_pair is not None,
+        "direct": record.direct_pair is not None,
         "pending": pending,
     }
 
