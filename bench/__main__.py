@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--python-receiver",
         action="store_true",
-        help="read the fan-out's subscribers with picows in Python, not with bench/fanrecv.c",
+        help="read the fan-out's subscribers and the pending replay with picows in Python, "
+        "not with bench/fanrecv.c and bench/replayrecv.c",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--profile", type=Path, help="record topichub with py-spy into this directory")
@@ -160,10 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {1})  # the orchestrator stays off the server's core
     header = machine()
     loop = "uvloop (--topichub-uvloop)" if config.topichub_uvloop else "asyncio, as shipped"
-    receiver = "in C (bench/fanrecv.c)" if config.c_receiver else "in Python (--python-receiver)"
+    receiver = (
+        "in C (bench/fanrecv.c, bench/replayrecv.c)"
+        if config.c_receiver
+        else "in Python (--python-receiver)"
+    )
     header.append(
         f"pinning: {ctx.pinning.describe()}; topichub's event loop: {loop}; baselines and "
-        f"load generator on uvloop; fan-out subscribers read {receiver}"
+        f"load generator on uvloop; fan-out subscribers and the replay read {receiver}"
     )
     header.append(
         f"runs: {config.runs} (median, min–max), windows: {config.warmup:g} s warm-up + "

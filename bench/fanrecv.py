@@ -21,15 +21,16 @@ from pathlib import Path
 
 from bench.common import cpu_seconds
 
-SOURCE = Path(__file__).with_name("fanrecv.c")
+HERE = Path(__file__).parent
 FDS_PER_MESSAGE = 250  # under the kernel's SCM_MAX_FD (253)
 
 
-def build(directory: Path) -> Path:
-    """Compile fanrecv into ``directory``; a failure stops the benchmark."""
-    binary = directory / "fanrecv"
+def build(directory: Path, name: str = "fanrecv") -> Path:
+    """Compile ``bench/<name>.c`` (fanrecv, replayrecv) into ``directory``; a failure
+    stops the benchmark."""
+    binary = directory / name
     subprocess.run(
-        ["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(SOURCE)],
+        ["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(HERE / f"{name}.c")],
         check=True,
     )
     return binary

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -887,7 +888,10 @@ async def fill(job: dict[str, Any]) -> dict[str, Any]:
 
 async def replay(job: dict[str, Any]) -> dict[str, Any]:
     """One user with a backlog reconnects: time to ``connected``, to the first pending
-    message, and the rate of the replay; every topic's seqs must arrive once, in order."""
+    message, and the rate of the replay; every topic's seqs must arrive once, in order.
+    Read by ``bench/replayrecv.c`` when the job names it, else by picows in Python."""
+    if "replayrecv" in job:
+        return await replay_in_c(job)
     gen = Gen()
     dialect = DIALECTS["topichub"]
     per_topic: dict[bytes, list[int]] = {}  # topic -> [first, next, count, errors]
@@ -957,6 +961,54 @@ async def replay(job: dict[str, Any]) -> dict[str, Any]:
         "messages_per_s": state["received"] / span if span > 0 else float("nan"),
         "loadgen_cpu_pct": 100 * (marks["cpu_last"] - marks["cpu_connected"]) / span,
         "server_cpu_pct": 100 * (marks["srv_last"] - marks["srv_connected"]) / span,
+    }
+
+
+async def replay_in_c(job: dict[str, Any]) -> dict[str, Any]:
+    """:func:`replay`, read by ``bench/replayrecv.c`` (it connects, reads and checks; this
+    turns what it printed into the same figures)."""
+    url = urlsplit(job["url"])
+    profiler = profiling(job)
+    proc = await asyncio.create_subprocess_exec(
+        job["replayrecv"],
+        url.hostname or "127.0.0.1",
+        str(url.port),
+        f"/{job['token']}",
+        str(job["expected"]),
+        str(job["server_pid"]),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    profiler.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"replayrecv failed with exit status {proc.returncode}")
+    got = json.loads(out)
+    expected = int(job["expected"])
+    per_topic_ok = all(
+        first == 1 and last == job["per_topic"] and count == job["per_topic"] and not errors
+        for _, first, last, count, errors in got["topics"]
+    )
+    span = (got["last_ns"] - got["connected_ns"]) / 1e9
+    return {
+        "pending_announced": got["pending_announced"],
+        "received": got["received"],
+        "pending_flags": got["pending_flags"],
+        "topics": len(got["topics"]),
+        "exactly_once": per_topic_ok
+        and len(got["topics"]) == job["topics"]
+        and got["received"] == expected == got["pending_announced"]
+        and got["pending_flags"] == expected
+        and got["extra"] == got["other_events"] == got["close_code"] == 0,
+        "connect_ms": (got["connected_ns"] - got["connect_ns"]) / 1e6,
+        "first_ms": (got["first_ns"] - got["connected_ns"]) / 1e6,
+        "seconds": span,
+        "messages_per_s": got["received"] / span if span > 0 else float("nan"),
+        "loadgen_cpu_pct": 100 * (got["cpu_last"] - got["cpu_connected"]) / span,
+        "server_cpu_pct": 100 * (got["srv_last"] - got["srv_connected"]) / span,
+        "us_per_message": 1e6 * (got["srv_last"] - got["srv_connected"]) / max(1, expected),
+        "us_kernel_per_message": 1e6
+        * (got["srv_sys_last"] - got["srv_sys_connected"])
+        / max(1, expected),
     }
 
 

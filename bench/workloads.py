@@ -63,7 +63,7 @@ class Config:
     slow_subscribers: int = 1000
     slow_buffer: int = 64 * 1024
     topichub_uvloop: bool = False
-    c_receiver: bool = True  # the fan-out's subscribers read by bench/fanrecv.c
+    c_receiver: bool = True  # fan-out subscribers and the replay read in C (bench/*recv.c)
     pin: bool = True
     workdir: Path = Path("/tmp")
     quick: bool = False
@@ -82,6 +82,7 @@ class Context:
         self.workdir = config.workdir
         self._template: tuple[Path, Population] | None = None
         self._fanrecv: Path | None = None
+        self._replayrecv: Path | None = None
         self._count = 0
         self.profiles: list[Path] = []
 
@@ -124,6 +125,12 @@ class Context:
         if self._fanrecv is None:
             self._fanrecv = fanrecv.build(self.workdir)
         return self._fanrecv
+
+    def replayrecv(self) -> Path:
+        """bench/replayrecv.c, compiled once per invocation."""
+        if self._replayrecv is None:
+            self._replayrecv = fanrecv.build(self.workdir, "replayrecv")
+        return self._replayrecv
 
     def topichub(self, data_dir: Path, *args: str) -> ServerProc:
         return topichub_server(
@@ -574,6 +581,7 @@ def replay(ctx: Context) -> list[Row]:
                         "expected": per_topic * len(topics),
                         "per_topic": per_topic,
                         "topics": len(topics),
+                        **({"replayrecv": str(ctx.replayrecv())} if c.c_receiver else {}),
                         **ctx.profile_job(f"replay-{reader}"),
                     },
                     300,
@@ -604,6 +612,19 @@ def replay(ctx: Context) -> list[Row]:
         ),
         Row("replay", case, "ms from connect to connected", [r["connect_ms"] for r in runs]),
         Row("replay", case, "server CPU %", [r["server_cpu_pct"] for r in runs], "{:.0f}"),
+        *(
+            [
+                Row("replay", case, "server CPU µs/message", [r["us_per_message"] for r in runs]),
+                Row(
+                    "replay",
+                    case,
+                    "  of which kernel µs",
+                    [r["us_kernel_per_message"] for r in runs],
+                ),
+            ]
+            if all("us_per_message" in r for r in runs)
+            else []
+        ),
         Row("replay", case, "load generator CPU %", [r["loadgen_cpu_pct"] for r in runs], "{:.0f}"),
         Row(
             "replay",

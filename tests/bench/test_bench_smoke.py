@@ -53,8 +53,12 @@ def test_quick_bench_prints_the_table_with_every_check_passing() -> None:
     assert done.returncode == 0, output[-4000:]
     assert re.search(r"^\| workload +\| case +\| metric +\| +median \|", done.stdout, re.M), output
 
-    # The fan-out's subscribers were read by bench/fanrecv.c (tests/bench/test_fanrecv.py).
-    assert "fan-out subscribers read in C (bench/fanrecv.c)" in done.stdout, output
+    # The fan-out's subscribers and the replay were read in C (tests/bench/test_fanrecv.py,
+    # tests/bench/test_replayrecv.py).
+    assert (
+        "fan-out subscribers and the replay read in C (bench/fanrecv.c, bench/replayrecv.c)"
+        in done.stdout
+    ), output
     once = rows(done.stdout, "every seq once, every subscriber")
     cases = {cells[1] for cells in once}
     servers = ("topichub", "picows", "websockets", "socketio")
