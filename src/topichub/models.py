@@ -63,6 +63,12 @@ class TopicSummary:
     member: bool
 
 
+# A row of a topic's log as the store reads it: (seq, sender, content, client_id,
+# sent_at_ms). The pending replay encodes these directly; everything else gets
+# MessageRecords (Store.read_range).
+MessageRow = tuple[int, str, str, str | None, int]
+
+
 class MessageRecord(NamedTuple):
     """One message of a topic's log, as stored.
 

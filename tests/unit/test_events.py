@@ -15,6 +15,7 @@ from topichub.errors import (
     TopicHubError,
     UnknownAction,
 )
+from topichub.gateway.frames import text_frame, text_frame_header
 from topichub.models import MessageRecord, TopicSummary
 from topichub.names import direct_topic_name
 from topichub.wire.events import (
@@ -24,9 +25,9 @@ from topichub.wire.events import (
     format_timestamp,
     invited_event,
     message_event,
-    message_events,
     message_fields,
     ok_reply,
+    pending_page,
     publish_ok,
     topic_summary,
     view_name,
@@ -178,10 +179,11 @@ def test_message_fields_match_the_encoded_event() -> None:
     assert orjson.dumps(fields) == message_event(record, "x", pending=True)
 
 
-@pytest.mark.parametrize("pending", [True, False])
 @pytest.mark.parametrize("viewer", ["x", "omar", "diego", "ñandú"])
-def test_a_page_of_events_is_byte_for_byte_the_single_encoding(viewer: str, pending: bool) -> None:
-    """The replay's page encoder splices bytes by hand: it must equal message_event."""
+def test_a_pending_page_is_byte_for_byte_the_single_encoding_framed(viewer: str) -> None:
+    """The replay's page encoder splices bytes by hand: it must equal message_event, each
+    behind its text frame header, in either length form a message event can take (16 or
+    64 bits: the fixed fields alone are over 125 bytes)."""
     topic_page = [
         topic_record(seq=n, content=content, sender=sender, sent_at_ms=stamp)
         for n, (content, sender, stamp) in enumerate(
@@ -189,16 +191,25 @@ def test_a_page_of_events_is_byte_for_byte_the_single_encoding(viewer: str, pend
                 ('"hola"', "diego", 0),
                 ('{"b":1,"a":[null,"\\u00e9"]}', "ñandú", ms(2026, 11, 27, 23, 59, 59, 999)),
                 ("12.5e3", 'quo"te', ms(2031, 1, 1)),
-                ("[]", "diego", 1),
+                ("[]", "diego", 0),  # a sender and a millisecond seen before in the page
+                ('"%s"' % ("é" * 60), "ñandú", 1),  # non-ASCII: bytes, not characters
+                ('"%s"' % ("x" * 70_000), "diego", 2),  # a 64-bit length
+                ("1", "d", 3),
             ],
             start=1,
         )
     ]
     direct_page = [direct_record(sender="omar"), direct_record(sender="diego")]
     for page in (topic_page, direct_page):
-        expected = [message_event(r, viewer, pending=pending) for r in page]
-        assert message_events(page, viewer, pending=pending) == expected
-    assert message_events([], viewer, pending=pending) == []
+        first = page[0]
+        rows = [(r.seq, r.sender, r.content, r.client_id, r.sent_at_ms) for r in page]
+        framed = pending_page(
+            rows, view_name(first, viewer), first.direct_pair is not None, text_frame_header
+        )
+        assert framed == b"".join(text_frame(message_event(r, viewer, pending=True)) for r in page)
+    sizes = {len(message_event(r, viewer, pending=True)) for r in topic_page}
+    assert min(sizes) >= 126 and any(n < 65536 for n in sizes) and max(sizes) >= 65536
+    assert pending_page([], "x", False, text_frame_header) == b""
 
 
 # -- direct messages: topic_name is the name to reply to -------------------------------------

@@ -495,17 +495,17 @@ class Connection(asyncio.Protocol):
             self._cursor_updates.update(seqs)
             self._cursor_dirty.add(self)
 
-    async def send_replay(self, topic_id: int, last_seq: int, payloads: list[bytes]) -> bool:
-        """Write a page of pending messages of one topic (``last_seq`` is the page's last),
-        waiting for the socket rather than overflowing it.
+    async def send_replay(self, topic_id: int, last_seq: int, frames: bytes) -> bool:
+        """Write a page of pending messages of one topic (its frames, ``last_seq`` the
+        page's last), waiting for the socket rather than overflowing it.
 
         Returns False (and writes nothing) once the connection is closing."""
         if not self.open or self.transport is None:
             return False
         if not self._out:
             self.coalescer.mark(self)
-        self._out.extend(map(text_frame, payloads))
-        self._out_size += sum(map(len, payloads))
+        self._out.append(frames)
+        self._out_size += len(frames)
         self._written(topic_id, last_seq)
         if self._out_size >= 65536:
             self.flush_out()

@@ -5,17 +5,26 @@ connection's fast path (gateway/connection.py). Pure functions, no I/O."""
 
 from __future__ import annotations
 
+import struct
+
 PING_FRAME = b"\x89\x00"  # FIN + ping, no payload
 
 
 def text_frame(payload: bytes) -> bytes:
     """One unfragmented text frame (FIN + opcode 0x1) carrying ``payload``."""
-    size = len(payload)
+    return text_frame_header(len(payload)) + payload
+
+
+def text_frame_header(size: int) -> bytes:
+    """The header of an unfragmented text frame of ``size`` payload bytes."""
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return bytes((0x81, size))
     if size < 1 << 16:
-        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
+        return _header_16(0x81, 126, size)
+    return b"\x81\x7f" + size.to_bytes(8, "big")
+
+
+_header_16 = struct.Struct("!BBH").pack  # the 16-bit extended length, network order
 
 
 FAST_TEXT = 0x81  # first byte of an unfragmented text frame with no extension bits

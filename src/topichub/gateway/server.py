@@ -21,6 +21,7 @@ from topichub.errors import CloseCode, InvalidRequest, Unauthorized
 from topichub.gateway.connection import Connection
 from topichub.gateway.cursors import CursorFlusher
 from topichub.gateway.dispatch import Dispatcher
+from topichub.gateway.frames import text_frame_header
 from topichub.gateway.hub import Hub
 from topichub.observability import Metrics
 from topichub.services import Services
@@ -29,8 +30,8 @@ from topichub.wire.actions import Action, BadFrame, Disconnect, Publish
 from topichub.wire.codec import decode_action
 from topichub.wire.events import (
     connected_event,
-    message_events,
     messages_lost_event,
+    pending_page,
     view_topic_name,
 )
 
@@ -230,24 +231,27 @@ class Gateway:
                     )
                 )
                 after = pending.trimmed
+            name = view_topic_name(pending.topic, user.username)
+            direct = pending.topic.direct_pair is not None
             while after < pending.upto:
-                records = await self.store.read_range(
+                rows = await self.store.read_rows(
                     pending.topic,
                     after=after,
                     upto=pending.upto,
                     exclude_sender_id=user.id,
                     limit=REPLAY_PAGE,
                 )
-                if records:
-                    events = message_events(records, user.username, pending=True)
-                    if not await conn.send_replay(pending.topic.id, records[-1].seq, events):
+                if rows:
+                    last_seq = rows[-1][0]
+                    frames = pending_page(rows, name, direct, text_frame_header)
+                    if not await conn.send_replay(pending.topic.id, last_seq, frames):
                         # Closing mid-replay: the cursor covers only what was written.
                         self.metrics.replayed.inc(replayed)
                         return
-                    replayed += len(records)
-                if len(records) < REPLAY_PAGE:
+                    replayed += len(rows)
+                if len(rows) < REPLAY_PAGE:
                     break
-                after = records[-1].seq
+                after = last_seq
             replayed_upto[pending.topic.id] = pending.upto
         self.metrics.replayed.inc(replayed)
         conn.finish_replay(replayed_upto)

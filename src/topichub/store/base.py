@@ -17,6 +17,7 @@ from typing import NamedTuple
 from topichub.models import (
     Membership,
     MessageRecord,
+    MessageRow,
     NodeInfo,
     PendingRange,
     Role,
@@ -181,10 +182,23 @@ class Store(ABC):
         count of messages in it not sent by the user, read in one consistent snapshot."""
 
     @abstractmethod
+    async def read_rows(
+        self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
+    ) -> Sequence[MessageRow]:
+        """Messages ``after < seq <= upto``, oldest first, at most ``limit``, as rows."""
+
     async def read_range(
         self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
     ) -> list[MessageRecord]:
-        """Messages ``after < seq <= upto``, oldest first, at most ``limit``."""
+        """``read_rows`` as MessageRecords."""
+        rows = await self.read_rows(
+            topic, after=after, upto=upto, exclude_sender_id=exclude_sender_id, limit=limit
+        )
+        topic_id, name, pair = topic.id, topic.name, topic.direct_pair
+        return [
+            MessageRecord(topic_id, name, seq, sender, content, created, client_id, pair)
+            for seq, sender, content, client_id, created in rows
+        ]
 
     @abstractmethod
     async def trim(self, *, keep_last: int, older_than_ms: int | None) -> int:

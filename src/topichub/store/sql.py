@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -38,6 +38,7 @@ from topichub.errors import AlreadyExists, NotFound, Unavailable
 from topichub.models import (
     Membership,
     MessageRecord,
+    MessageRow,
     NodeInfo,
     PendingRange,
     Role,
@@ -735,20 +736,15 @@ class SqlStore(Store):
                 )
         return ranges
 
-    async def read_range(
+    async def read_rows(
         self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
-    ) -> list[MessageRecord]:
+    ) -> Sequence[MessageRow]:
         params = {"topic_id": topic.id, "after": after, "upto": upto, "limit": limit}
         query = self._hot.read_range
         if exclude_sender_id is not None:
             query, params["sender_id"] = self._hot.read_range_of_others, exclude_sender_id
-        rows = await self._fetch(query, **params)
-        # Positional unpacking: a pending replay reads 100,000s of rows through here.
-        topic_id, name, pair = topic.id, topic.name, topic.direct_pair
-        return [
-            MessageRecord(topic_id, name, seq, sender, content, created, client_id, pair)
-            for seq, sender, content, client_id, created in rows
-        ]
+        # The drivers' own rows (tuples, asyncpg Records) in _MESSAGE_COLUMNS' order.
+        return cast(Sequence[MessageRow], await self._fetch(query, **params))
 
     async def trim(self, *, keep_last: int, older_than_ms: int | None) -> int:
         removed = 0
