@@ -106,6 +106,42 @@ async def test_one_batch_with_a_deleted_topic_fails_only_its_own_appends(store: 
     assert [(r.seq, r.content) for r in stored] == [(1, '"1"'), (2, '"2"')]
 
 
+async def test_a_batch_without_client_ids_keeps_request_order_per_topic(store: Store) -> None:
+    """The common batch (no client ids; on PostgreSQL one statement): seqs continue each
+    topic's log in request order, and a deleted topic fails only its own appends."""
+    alice = await user(store, "alice")
+    a = await store.create_topic("a", TopicKind.PUBLIC, alice.id)
+    b = await store.create_topic("b", TopicKind.PUBLIC, alice.id)
+    gone = await store.create_topic("gone", TopicKind.PUBLIC, alice.id)
+    await store.delete_topic(gone.id)
+    for content in ('"a0"', '"a00"', '"b0"'):  # the logs do not start at 0
+        await store.append(request(a if content.startswith('"a') else b, alice, content))
+    sent = [(a, '"a1"'), (b, '"b1"'), (gone, '"x"'), (a, '"a2"'), (b, '"b2"'), (a, '"a3"')]
+    # Submitted in one loop iteration: the writer takes them as one batch.
+    futures = [store.submit(request(topic, alice, content)) for topic, content in sent]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert isinstance(results[2], NotFound)
+    got = [(r[0].topic_name, r[0].seq, r[0].content, r[1]) for r in results if isinstance(r, tuple)]
+    assert got == [
+        ("a", 3, '"a1"', False),
+        ("b", 2, '"b1"', False),
+        ("a", 4, '"a2"', False),
+        ("b", 3, '"b2"', False),
+        ("a", 5, '"a3"', False),
+    ]
+    stored_a = await store.history(a, before=None, since=0, limit=10)
+    stored_b = await store.history(b, before=None, since=0, limit=10)
+    assert [(r.seq, r.content) for r in stored_a] == [
+        (1, '"a0"'),
+        (2, '"a00"'),
+        (3, '"a1"'),
+        (4, '"a2"'),
+        (5, '"a3"'),
+    ]
+    assert [(r.seq, r.content) for r in stored_b] == [(1, '"b0"'), (2, '"b1"'), (3, '"b2"')]
+    assert (await store.get_topic("a")).last_seq == 5  # type: ignore[union-attr]
+
+
 async def test_a_batch_mixing_client_ids_stores_each_row_as_sent(
     store: Store, database_url: str
 ) -> None:
