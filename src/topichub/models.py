@@ -63,10 +63,10 @@ class TopicSummary:
     member: bool
 
 
-# A row of a topic's log as the store reads it: (seq, sender, content, client_id,
-# sent_at_ms). The pending replay encodes these directly; everything else gets
-# MessageRecords (Store.read_range).
-MessageRow = tuple[int, str, str, str | None, int]
+# A pending replay's row (Store.read_page): (seq, sender, content as its UTF-8 bytes,
+# sent_at_ms). The replay splices the content into frames as read, so no str is made
+# (or encoded again) per message.
+PageRow = tuple[int, str, bytes, int]
 
 
 class MessageRecord(NamedTuple):

@@ -142,6 +142,22 @@ async def test_a_batch_without_client_ids_keeps_request_order_per_topic(store: S
     assert (await store.get_topic("a")).last_seq == 5  # type: ignore[union-attr]
 
 
+async def test_a_replay_page_gives_the_content_as_stored_bytes(store: Store) -> None:
+    """Backslashes, escapes and non-ASCII text come back byte for byte (PostgreSQL's
+    text-to-bytea cast would read backslashes as escapes)."""
+    alice, bob = await user(store, "alice"), await user(store, "bob")
+    topic = await store.create_topic("news", TopicKind.PUBLIC, alice.id)
+    contents = ['"a\\\\b"', '"\\u00e9 \\n \\"q\\""', '"ñandú 🚀"', '{"k":["\\\\x41"]}', "null"]
+    for content in contents:
+        await store.append(request(topic, alice, content))
+    rows = await store.read_page(topic, after=0, upto=5, exclude_sender_id=bob.id, limit=100)
+    assert [row[2] for row in rows] == [c.encode() for c in contents]
+    assert all(type(row[2]) is bytes for row in rows)
+    assert [row[0] for row in rows] == [1, 2, 3, 4, 5]
+    limited = await store.read_page(topic, after=1, upto=5, exclude_sender_id=bob.id, limit=2)
+    assert [row[0] for row in limited] == [2, 3]
+
+
 async def test_a_batch_mixing_client_ids_stores_each_row_as_sent(
     store: Store, database_url: str
 ) -> None:
@@ -251,6 +267,17 @@ async def test_cursors_and_pending_ranges(store: Store) -> None:
     assert [r.content for r in records] == ["0", "1", "2", "3", "4"]
     page = await store.read_range(topic, after=1, upto=7, exclude_sender_id=None, limit=2)
     assert [r.seq for r in page] == [2, 3]
+    # The replay's page: the same messages as rows, the content as its UTF-8 bytes.
+    rows = await store.read_page(topic, after=1, upto=7, exclude_sender_id=bob.id, limit=100)
+    assert [tuple(row) for row in rows] == [
+        (r.seq, r.sender, r.content.encode(), r.sent_at_ms) for r in records
+    ]
+    assert [
+        row[0]
+        for row in await store.read_page(
+            topic, after=2, upto=7, exclude_sender_id=alice.id, limit=100
+        )
+    ] == [7]
 
     await store.advance_cursors([CursorUpdate(bob.id, topic.id, 4)])
     (pending,) = await store.pending_ranges(bob.id)

@@ -202,7 +202,7 @@ def test_a_pending_page_is_byte_for_byte_the_single_encoding_framed(viewer: str)
     direct_page = [direct_record(sender="omar"), direct_record(sender="diego")]
     for page in (topic_page, direct_page):
         first = page[0]
-        rows = [(r.seq, r.sender, r.content, r.client_id, r.sent_at_ms) for r in page]
+        rows = [(r.seq, r.sender, r.content.encode(), r.sent_at_ms) for r in page]
         framed = pending_page(
             rows, view_name(first, viewer), first.direct_pair is not None, text_frame_header
         )

@@ -234,7 +234,7 @@ class Gateway:
             name = view_topic_name(pending.topic, user.username)
             direct = pending.topic.direct_pair is not None
             while after < pending.upto:
-                rows = await self.store.read_rows(
+                rows = await self.store.read_page(
                     pending.topic,
                     after=after,
                     upto=pending.upto,

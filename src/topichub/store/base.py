@@ -17,8 +17,8 @@ from typing import NamedTuple
 from topichub.models import (
     Membership,
     MessageRecord,
-    MessageRow,
     NodeInfo,
+    PageRow,
     PendingRange,
     Role,
     Topic,
@@ -182,23 +182,17 @@ class Store(ABC):
         count of messages in it not sent by the user, read in one consistent snapshot."""
 
     @abstractmethod
-    async def read_rows(
-        self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
-    ) -> Sequence[MessageRow]:
-        """Messages ``after < seq <= upto``, oldest first, at most ``limit``, as rows."""
-
     async def read_range(
         self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
     ) -> list[MessageRecord]:
-        """``read_rows`` as MessageRecords."""
-        rows = await self.read_rows(
-            topic, after=after, upto=upto, exclude_sender_id=exclude_sender_id, limit=limit
-        )
-        topic_id, name, pair = topic.id, topic.name, topic.direct_pair
-        return [
-            MessageRecord(topic_id, name, seq, sender, content, created, client_id, pair)
-            for seq, sender, content, client_id, created in rows
-        ]
+        """Messages ``after < seq <= upto``, oldest first, at most ``limit``."""
+
+    @abstractmethod
+    async def read_page(
+        self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int, limit: int
+    ) -> Sequence[PageRow]:
+        """``read_range`` for the pending replay, as rows: what its page encoder
+        (``wire.events.pending_page``) takes."""
 
     @abstractmethod
     async def trim(self, *, keep_last: int, older_than_ms: int | None) -> int:

@@ -38,8 +38,8 @@ from topichub.errors import AlreadyExists, NotFound, Unavailable
 from topichub.models import (
     Membership,
     MessageRecord,
-    MessageRow,
     NodeInfo,
+    PageRow,
     PendingRange,
     Role,
     Topic,
@@ -224,6 +224,29 @@ _READ_RANGE = (
 _READ_RANGE_OF_OTHERS = _READ_RANGE.where(messages.c.sender_id != sa.bindparam("sender_id"))
 
 
+def _read_page(dialect: str) -> sa.Select[Any]:
+    """The pending replay's page (Store.read_page): the content as its UTF-8 bytes, so
+    the driver makes no str of it (sqlite3: 1.04 against 1.50 µs a row here) and the
+    replay writes it as read. PostgreSQL's text-to-bytea cast would read backslashes as
+    escapes; ``convert_to`` takes the text as it is."""
+    content = (
+        sa.cast(messages.c.content, sa.LargeBinary)
+        if dialect == "sqlite"
+        else sa.func.convert_to(messages.c.content, sa.literal_column("'UTF8'"))
+    )
+    return (
+        sa.select(messages.c.seq, messages.c.sender, content, messages.c.created_at)
+        .where(
+            messages.c.topic_id == sa.bindparam("topic_id"),
+            messages.c.seq > sa.bindparam("after"),
+            messages.c.seq <= sa.bindparam("upto"),
+            messages.c.sender_id != sa.bindparam("sender_id"),
+        )
+        .order_by(messages.c.seq)
+        .limit(sa.bindparam("limit"))
+    )
+
+
 class HotQueries:
     """The statements of the connect path and of the pending replay, compiled for one
     dialect to run on its driver (store/direct.py)."""
@@ -234,6 +257,7 @@ class HotQueries:
         self.pending_ranges = compile_query(_PENDING_RANGES, dialect)
         self.read_range = compile_query(_READ_RANGE, dialect)
         self.read_range_of_others = compile_query(_READ_RANGE_OF_OTHERS, dialect)
+        self.read_page = compile_query(_read_page(dialect), dialect)
 
 
 # The appender's statements (store/appends.py), per dialect. SQLite runs them in its writer
@@ -736,15 +760,28 @@ class SqlStore(Store):
                 )
         return ranges
 
-    async def read_rows(
+    async def read_range(
         self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int | None, limit: int
-    ) -> Sequence[MessageRow]:
+    ) -> list[MessageRecord]:
         params = {"topic_id": topic.id, "after": after, "upto": upto, "limit": limit}
         query = self._hot.read_range
         if exclude_sender_id is not None:
             query, params["sender_id"] = self._hot.read_range_of_others, exclude_sender_id
-        # The drivers' own rows (tuples, asyncpg Records) in _MESSAGE_COLUMNS' order.
-        return cast(Sequence[MessageRow], await self._fetch(query, **params))
+        rows = await self._fetch(query, **params)
+        # Positional unpacking: a pending replay reads 100,000s of rows through here.
+        topic_id, name, pair = topic.id, topic.name, topic.direct_pair
+        return [
+            MessageRecord(topic_id, name, seq, sender, content, created, client_id, pair)
+            for seq, sender, content, client_id, created in rows
+        ]
+
+    async def read_page(
+        self, topic: Topic, *, after: int, upto: int, exclude_sender_id: int, limit: int
+    ) -> Sequence[PageRow]:
+        params = {"topic_id": topic.id, "after": after, "upto": upto, "limit": limit}
+        rows = await self._fetch(self._hot.read_page, sender_id=exclude_sender_id, **params)
+        # The driver's own rows (tuples, asyncpg Records), unpacked by position.
+        return cast(Sequence[PageRow], rows)
 
     async def trim(self, *, keep_last: int, older_than_ms: int | None) -> int:
         removed = 0

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from topichub.errors import TopicHubError
-from topichub.models import MessageRecord, MessageRow, Topic, TopicSummary
+from topichub.models import MessageRecord, PageRow, Topic, TopicSummary
 from topichub.wire.actions import Ref
 
 
@@ -72,13 +72,14 @@ def message_event(record: MessageRecord, viewer: str, *, pending: bool = False) 
 
 
 def pending_page(
-    rows: Sequence[MessageRow],
+    rows: Sequence[PageRow],
     topic_name: str,
     direct: bool,
     frame_header: Callable[[int], bytes],
 ) -> bytes:
-    """The message events of a page of one topic's pending rows (a pending replay), each
-    behind its ``frame_header(size)``, as one bytes to write.
+    """The message events of a page of one topic's pending rows (a pending replay; the
+    content is the stored JSON text's UTF-8 bytes), each behind its
+    ``frame_header(size)``, as one bytes to write.
 
     The same bytes as ``text_frame(message_event(record, ...))`` per row, built without a
     MessageRecord, a dict or a copy per row: what the page shares (the name as the viewer
@@ -92,14 +93,13 @@ def pending_page(
     stamps: dict[int, bytes] = {}
     parts: list[bytes] = []
     add = parts.extend
-    for seq, sender, content, _, sent_at_ms in rows:
+    for seq, sender, content_json, sent_at_ms in rows:
         sender_json = senders.get(sender)
         if sender_json is None:
             sender_json = senders[sender] = orjson.dumps(sender)
         stamp = stamps.get(sent_at_ms)
         if stamp is None:
             stamp = stamps[sent_at_ms] = format_timestamp(sent_at_ms).encode()
-        content_json = content.encode()
         seq_text = b"%d" % seq
         size = fixed + len(sender_json) + len(content_json) + len(seq_text) + len(stamp)
         add(
