@@ -768,7 +768,7 @@ class SqlStore(Store):
         if exclude_sender_id is not None:
             query, params["sender_id"] = self._hot.read_range_of_others, exclude_sender_id
         rows = await self._fetch(query, **params)
-        # Positional unpacking: a pending replay reads 100,000s of rows through here.
+        # Positional unpacking: a catch-up or a pending peek can read thousands of rows.
         topic_id, name, pair = topic.id, topic.name, topic.direct_pair
         return [
             MessageRecord(topic_id, name, seq, sender, content, created, client_id, pair)

@@ -71,6 +71,12 @@ def message_event(record: MessageRecord, viewer: str, *, pending: bool = False) 
     return orjson.dumps(message_fields(record, viewer, pending=pending))
 
 
+# The fixed pieces of a message event between its variable ones (pending_page).
+_CONTENT = b',"content":'
+_SEQ = b',"seq":'
+_SENT_AT = b',"sent_at":"'
+
+
 def pending_page(
     rows: Sequence[PageRow],
     topic_name: str,
@@ -117,11 +123,6 @@ def pending_page(
             )
         )
     return b"".join(parts)
-
-
-_CONTENT = b',"content":'
-_SEQ = b',"seq":'
-_SENT_AT = b',"sent_at":"'
 
 
 def connected_event(username: str, pending: int) -> bytes:
