@@ -27,21 +27,17 @@
  * (watermark: every subscriber has every seq up to it; total: receipts so far).
  */
 #define _GNU_SOURCE
-#include <errno.h>
+#define PROGRAM "fanrecv"
 #include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "wsframe.h"
 
 #define RING (1 << 16) /* receipts per seq, by seq % RING; far more than in flight */
 #define READ_SIZE (256 * 1024)
-#define MAX_FRAME (1 << 20)
 #define FDS_PER_MESSAGE 253 /* the kernel's SCM_MAX_FD */
 #define MAX_ANOMALIES 5
 #define EVENTS 256
@@ -71,22 +67,6 @@ static char ctl_buf[8192];
 static size_t ctl_len;
 static unsigned char read_buf[MAX_FRAME + 16 + READ_SIZE]; /* a partial frame, then a read */
 
-static void die(const char *what) {
-    fprintf(stderr, "fanrecv: %s\n", what);
-    exit(2);
-}
-
-static void die_errno(const char *what) {
-    fprintf(stderr, "fanrecv: %s: %s\n", what, strerror(errno));
-    exit(2);
-}
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic_ns() in the load generator */
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void reply(const char *text, size_t len) {
     while (len) {
         ssize_t n = send(ctl, text, len, MSG_NOSIGNAL);
@@ -109,15 +89,11 @@ static void replyf(const char *format, ...) {
     reply(line, (size_t)len);
 }
 
-/* A client frame: masked (with a zero key, so the payload goes as is), payload <= 125. */
+/* A client control frame (see control_frame), written without waiting. */
 static void send_frame(Sub *s, int opcode, const unsigned char *payload, size_t len) {
     unsigned char frame[2 + 4 + 125];
-    if (len > 125) die("control frame payload over 125 bytes");
-    frame[0] = (unsigned char)(0x80 | opcode);
-    frame[1] = (unsigned char)(0x80 | len);
-    memset(frame + 2, 0, 4);
-    memcpy(frame + 6, payload, len);
-    if (send(s->fd, frame, 6 + len, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)(6 + len))
+    size_t size = control_frame(frame, opcode, payload, len);
+    if (send(s->fd, frame, size, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)size)
         fprintf(stderr, "fanrecv: could not answer a control frame: %s\n", strerror(errno));
 }
 
@@ -125,12 +101,6 @@ static void drop(Sub *s, int epoll) {
     s->gone = 1;
     epoll_ctl(epoll, EPOLL_CTL_DEL, s->fd, NULL);
     close(s->fd); /* our copy: the load generator still holds the connection */
-}
-
-static int64_t parse_int(const unsigned char *p, const unsigned char *end) {
-    int64_t value = 0;
-    while (p < end && *p >= '0' && *p <= '9') value = value * 10 + (*p++ - '0');
-    return value;
 }
 
 static void on_text(Sub *s, const unsigned char *data, size_t len, int64_t received) {
@@ -185,43 +155,26 @@ static void on_readable(Sub *s, int epoll) {
     }
     int64_t received = now_ns();
     size_t end = have + (size_t)n, pos = 0;
-    while (end - pos >= 2) {
-        const unsigned char *p = read_buf + pos;
-        int fin = p[0] & 0x80, opcode = p[0] & 0x0f;
-        if (p[1] & 0x80) die("a masked frame from the server");
-        size_t header = 2, len = p[1] & 0x7f;
-        if (len == 126) {
-            if (end - pos < 4) break;
-            header = 4;
-            len = (size_t)p[2] << 8 | p[3];
-        } else if (len == 127) {
-            if (end - pos < 10) break;
-            header = 10;
-            len = 0;
-            for (int i = 2; i < 10; i++) len = len << 8 | p[i];
-        }
-        if (len > MAX_FRAME) die("a frame over 1 MiB");
-        if (end - pos < header + len) break;
-        const unsigned char *payload = p + header;
-        if (!fin || opcode == 0) die("a fragmented message");
-        switch (opcode) {
+    Frame f;
+    while (frame_at(read_buf + pos, end - pos, &f)) {
+        switch (f.opcode) {
         case 1:
-            on_text(s, payload, len, received);
+            on_text(s, f.payload, f.len, received);
             break;
         case 8:
-            s->close_code = len >= 2 ? (payload[0] << 8 | payload[1]) : 1005;
-            send_frame(s, 8, payload, len >= 2 ? 2 : 0);
+            s->close_code = close_code_of(&f);
+            send_frame(s, 8, f.payload, f.len >= 2 ? 2 : 0);
             drop(s, epoll);
             return;
         case 9:
-            send_frame(s, 10, payload, len);
+            send_frame(s, 10, f.payload, f.len);
             break;
         case 10:
             break;
         default:
             die("a binary or unknown frame");
         }
-        pos += header + len;
+        pos += f.size;
     }
     s->partial_len = end - pos;
     if (s->partial_len) {

@@ -24,23 +24,18 @@
  * Anything it does not understand stops it with a message on stderr and exit status 2.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
+#define PROGRAM "replayrecv"
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "wsframe.h"
+
 #define READ_SIZE (256 * 1024)
-#define MAX_FRAME (1 << 20)
 #define MAX_TOPICS 4096
 #define MAX_NAME 128
 
@@ -62,22 +57,6 @@ static int close_code;
 static int64_t t_connect, t_connected, t_first, t_last;
 static double cpu_connected, cpu_last, srv_connected, srv_last, srv_sys_connected, srv_sys_last;
 static const char *server_pid;
-
-static void die(const char *what) {
-    fprintf(stderr, "replayrecv: %s\n", what);
-    exit(2);
-}
-
-static void die_errno(const char *what) {
-    fprintf(stderr, "replayrecv: %s: %s\n", what, strerror(errno));
-    exit(2);
-}
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static double own_cpu(void) {
     struct rusage usage;
@@ -120,21 +99,10 @@ static void send_all(const void *data, size_t len) {
     }
 }
 
-/* A client frame: masked with a zero key (the payload goes as is), payload <= 125. */
+/* A client control frame (see control_frame). */
 static void send_frame(int opcode, const unsigned char *payload, size_t len) {
     unsigned char frame[2 + 4 + 125];
-    if (len > 125) die("control frame payload over 125 bytes");
-    frame[0] = (unsigned char)(0x80 | opcode);
-    frame[1] = (unsigned char)(0x80 | len);
-    memset(frame + 2, 0, 4);
-    memcpy(frame + 6, payload, len);
-    send_all(frame, 6 + len);
-}
-
-static int64_t parse_int(const unsigned char *p, const unsigned char *end) {
-    int64_t value = 0;
-    while (p < end && *p >= '0' && *p <= '9') value = value * 10 + (*p++ - '0');
-    return value;
+    send_all(frame, control_frame(frame, opcode, payload, len));
 }
 
 static Topic *topic_of(const unsigned char *name, size_t len) {
@@ -200,41 +168,24 @@ static void on_text(const unsigned char *data, size_t len) {
 /* Parse the whole frames at the start of buf; keep a cut-off one. 0 once closed. */
 static int on_frames(void) {
     size_t pos = 0;
-    while (have - pos >= 2) {
-        const unsigned char *p = buf + pos;
-        int fin = p[0] & 0x80, opcode = p[0] & 0x0f;
-        if (p[1] & 0x80) die("a masked frame from the server");
-        size_t header = 2, len = p[1] & 0x7f;
-        if (len == 126) {
-            if (have - pos < 4) break;
-            header = 4;
-            len = (size_t)p[2] << 8 | p[3];
-        } else if (len == 127) {
-            if (have - pos < 10) break;
-            header = 10;
-            len = 0;
-            for (int i = 2; i < 10; i++) len = len << 8 | p[i];
-        }
-        if (len > MAX_FRAME) die("a frame over 1 MiB");
-        if (have - pos < header + len) break;
-        const unsigned char *payload = p + header;
-        if (!fin || opcode == 0) die("a fragmented message");
-        switch (opcode) {
+    Frame f;
+    while (frame_at(buf + pos, have - pos, &f)) {
+        switch (f.opcode) {
         case 1:
-            on_text(payload, len);
+            on_text(f.payload, f.len);
             break;
         case 8:
-            close_code = len >= 2 ? (payload[0] << 8 | payload[1]) : 1005;
+            close_code = close_code_of(&f);
             return 0;
         case 9:
-            send_frame(10, payload, len);
+            send_frame(10, f.payload, f.len);
             break;
         case 10:
             break;
         default:
             die("a binary or unknown frame");
         }
-        pos += header + len;
+        pos += f.size;
     }
     memmove(buf, buf + pos, have - pos);
     have -= pos;
