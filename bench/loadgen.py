@@ -978,7 +978,11 @@ async def replay_in_c(job: dict[str, Any]) -> dict[str, Any]:
         str(job["server_pid"]),
         stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    except TimeoutError:
+        proc.kill()  # a replay that never finished: fail, and leave no reader behind
+        raise
     profiler.close()
     if proc.returncode != 0:
         raise RuntimeError(f"replayrecv failed with exit status {proc.returncode}")
@@ -988,27 +992,35 @@ async def replay_in_c(job: dict[str, Any]) -> dict[str, Any]:
         first == 1 and last == job["per_topic"] and count == job["per_topic"] and not errors
         for _, first, last, count, errors in got["topics"]
     )
-    span = (got["last_ns"] - got["connected_ns"]) / 1e9
+    # A replay that ended short (closed, or no `connected`) has no span: no figures, and
+    # exactly_once says why the run failed.
+    nan = float("nan")
+    complete = bool(got["connected_ns"] and got["first_ns"] and got["last_ns"])
+    span = (got["last_ns"] - got["connected_ns"]) / 1e9 if complete else nan
+    srv_cpu = got["srv_last"] - got["srv_connected"]
     return {
         "pending_announced": got["pending_announced"],
         "received": got["received"],
         "pending_flags": got["pending_flags"],
         "topics": len(got["topics"]),
-        "exactly_once": per_topic_ok
+        "exactly_once": complete
+        and per_topic_ok
         and len(got["topics"]) == job["topics"]
         and got["received"] == expected == got["pending_announced"]
         and got["pending_flags"] == expected
         and got["extra"] == got["other_events"] == got["close_code"] == 0,
-        "connect_ms": (got["connected_ns"] - got["connect_ns"]) / 1e6,
-        "first_ms": (got["first_ns"] - got["connected_ns"]) / 1e6,
+        "connect_ms": (got["connected_ns"] - got["connect_ns"]) / 1e6 if complete else nan,
+        "first_ms": (got["first_ns"] - got["connected_ns"]) / 1e6 if complete else nan,
         "seconds": span,
-        "messages_per_s": got["received"] / span if span > 0 else float("nan"),
-        "loadgen_cpu_pct": 100 * (got["cpu_last"] - got["cpu_connected"]) / span,
-        "server_cpu_pct": 100 * (got["srv_last"] - got["srv_connected"]) / span,
-        "us_per_message": 1e6 * (got["srv_last"] - got["srv_connected"]) / max(1, expected),
-        "us_kernel_per_message": 1e6
-        * (got["srv_sys_last"] - got["srv_sys_connected"])
-        / max(1, expected),
+        "messages_per_s": got["received"] / span if span > 0 else nan,
+        "loadgen_cpu_pct": 100 * (got["cpu_last"] - got["cpu_connected"]) / span
+        if span > 0
+        else nan,
+        "server_cpu_pct": 100 * srv_cpu / span if span > 0 else nan,
+        "us_per_message": 1e6 * srv_cpu / expected if complete else nan,
+        "us_kernel_per_message": 1e6 * (got["srv_sys_last"] - got["srv_sys_connected"]) / expected
+        if complete
+        else nan,
     }
 
 
