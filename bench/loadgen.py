@@ -1037,6 +1037,7 @@ async def connections(job: dict[str, Any]) -> dict[str, Any]:
     before = memory_kib(server_pid)
     profiler = profiling(job)
     start = time.monotonic()
+    server_start, own_start = cpu_seconds(server_pid), cpu_seconds("self")
     clients = await connect_all(
         [dialect.url(job["url"], tokens[i % len(tokens)]) for i in range(count)],
         lambda i: Client(gen, dialect, counted=False),
@@ -1044,6 +1045,7 @@ async def connections(job: dict[str, Any]) -> dict[str, Any]:
         job.get("source_ips", 1),
     )
     seconds = time.monotonic() - start
+    server_end, own_end = cpu_seconds(server_pid), cpu_seconds("self")
     profiler.close()
     await asyncio.sleep(job.get("settle", 2.0))
     after = memory_kib(server_pid)
@@ -1055,6 +1057,9 @@ async def connections(job: dict[str, Any]) -> dict[str, Any]:
         "connections": count,
         "alive": alive,
         "seconds": seconds,
+        "server_user_s": server_end[0] - server_start[0],
+        "server_system_s": server_end[1] - server_start[1],
+        "loadgen_cpu_s": sum(own_end) - sum(own_start),
         "rss_before_kib": before["VmRSS"],
         "rss_after_kib": after["VmRSS"],
         "kib_per_connection": (after["VmRSS"] - before["VmRSS"]) / count,
