@@ -26,7 +26,7 @@ FDS_PER_MESSAGE = 250  # under the kernel's SCM_MAX_FD (253)
 
 
 def build(directory: Path, name: str = "fanrecv") -> Path:
-    """Compile ``bench/<name>.c`` (fanrecv, replayrecv) into ``directory``; a failure
+    """Compile ``bench/<name>.c`` (fanrecv, replayrecv, connopen) into ``directory``; a failure
     stops the benchmark."""
     binary = directory / name
     subprocess.run(

@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -1028,7 +1029,10 @@ async def replay_in_c(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def connections(job: dict[str, Any]) -> dict[str, Any]:
-    """Open N authenticated connections; server RSS per connection and time to accept."""
+    """Open N authenticated connections; server RSS per connection and time to accept.
+    Opened by ``bench/connopen.c`` when the job names it, else by picows in Python."""
+    if "connopen" in job:
+        return await connections_in_c(job)
     gen = Gen()
     dialect = DIALECTS["topichub"]
     tokens: list[str] = job["tokens"]
@@ -1060,6 +1064,59 @@ async def connections(job: dict[str, Any]) -> dict[str, Any]:
         "server_user_s": server_end[0] - server_start[0],
         "server_system_s": server_end[1] - server_start[1],
         "loadgen_cpu_s": sum(own_end) - sum(own_start),
+        "rss_before_kib": before["VmRSS"],
+        "rss_after_kib": after["VmRSS"],
+        "kib_per_connection": (after["VmRSS"] - before["VmRSS"]) / count,
+        "loadgen_rss_kib": rss_kib("self"),
+    }
+
+
+async def connections_in_c(job: dict[str, Any]) -> dict[str, Any]:
+    """:func:`connections`, opened and held by ``bench/connopen.c``."""
+    url = urlsplit(job["url"])
+    tokens: list[str] = job["tokens"]
+    server_pid = int(job["server_pid"])
+    count = int(job["connections"])
+    with tempfile.NamedTemporaryFile("w", suffix=".targets") as targets:
+        targets.writelines(f"/{tokens[i % len(tokens)]}\n" for i in range(count))
+        targets.flush()
+        before = memory_kib(server_pid)
+        profiler = profiling(job)
+        proc = await asyncio.create_subprocess_exec(
+            job["connopen"],
+            url.hostname or "127.0.0.1",
+            str(url.port),
+            targets.name,
+            str(job.get("concurrency", 100)),
+            str(job.get("source_ips", 1)),
+            str(server_pid),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            opened = json.loads(await asyncio.wait_for(proc.stdout.readline(), 300))
+            profiler.close()
+            await asyncio.sleep(job.get("settle", 2.0))
+            after = memory_kib(server_pid)
+            proc.stdin.write(b"alive\n")
+            await proc.stdin.drain()
+            held = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+            proc.stdin.close()
+            await asyncio.wait_for(proc.wait(), 30)
+        except (TimeoutError, json.JSONDecodeError):
+            proc.kill()  # it stopped (its stderr says why) or never finished: fail
+            await proc.wait()
+            raise RuntimeError(f"connopen failed with exit status {proc.returncode}") from None
+    await asyncio.sleep(0.5)
+    return {
+        "connections": count,
+        "alive": held["alive"] if held["events"] == 0 else -1,  # nothing else may come
+        "seconds": (opened["done_ns"] - opened["start_ns"]) / 1e9,
+        "server_user_s": opened["srv_user_done"] - opened["srv_user_start"],
+        "server_system_s": opened["srv_sys_done"] - opened["srv_sys_start"],
+        "loadgen_cpu_s": opened["cpu_done"] - opened["cpu_start"],
+        "retries": opened["retries"],
         "rss_before_kib": before["VmRSS"],
         "rss_after_kib": after["VmRSS"],
         "kib_per_connection": (after["VmRSS"] - before["VmRSS"]) / count,

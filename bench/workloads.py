@@ -81,8 +81,7 @@ class Context:
         self.signer = TokenSigner(self.secret)
         self.workdir = config.workdir
         self._template: tuple[Path, Population] | None = None
-        self._fanrecv: Path | None = None
-        self._replayrecv: Path | None = None
+        self._binaries: dict[str, Path] = {}
         self._count = 0
         self.profiles: list[Path] = []
 
@@ -120,17 +119,11 @@ class Context:
             self._template = (path, population)
         return self._template
 
-    def fanrecv(self) -> Path:
-        """bench/fanrecv.c, compiled once per invocation."""
-        if self._fanrecv is None:
-            self._fanrecv = fanrecv.build(self.workdir)
-        return self._fanrecv
-
-    def replayrecv(self) -> Path:
-        """bench/replayrecv.c, compiled once per invocation."""
-        if self._replayrecv is None:
-            self._replayrecv = fanrecv.build(self.workdir, "replayrecv")
-        return self._replayrecv
+    def c_client(self, name: str) -> Path:
+        """bench/<name>.c (fanrecv, replayrecv, connopen), compiled once per invocation."""
+        if name not in self._binaries:
+            self._binaries[name] = fanrecv.build(self.workdir, name)
+        return self._binaries[name]
 
     def topichub(self, data_dir: Path, *args: str) -> ServerProc:
         return topichub_server(
@@ -220,7 +213,7 @@ def _fanout_one(
         "dialect": "socketio" if server_name == "socketio" else "topichub",
     }
     if c.c_receiver:
-        job["fanrecv"] = str(ctx.fanrecv())
+        job["fanrecv"] = str(ctx.c_client("fanrecv"))
     timeout = 180 + subscribers / 20 + c.runs * (c.warmup + 2 * c.duration) * 3
     if server_name == "topichub":
         template, population = ctx.template(subscribers)
@@ -581,7 +574,7 @@ def replay(ctx: Context) -> list[Row]:
                         "expected": per_topic * len(topics),
                         "per_topic": per_topic,
                         "topics": len(topics),
-                        **({"replayrecv": str(ctx.replayrecv())} if c.c_receiver else {}),
+                        **({"replayrecv": str(ctx.c_client("replayrecv"))} if c.c_receiver else {}),
                         **ctx.profile_job(f"replay-{reader}"),
                     },
                     300,
@@ -671,6 +664,7 @@ def connections(ctx: Context) -> list[Row]:
                         "source_ips": source_ips,
                         "token_file": token_file,
                         "settle": 0.5 if c.quick else 2.0,
+                        **({"connopen": str(ctx.c_client("connopen"))} if c.c_receiver else {}),
                         **ctx.profile_job(f"connections-run{run + 1}"),
                     },
                     300,
@@ -773,7 +767,7 @@ def slow(ctx: Context) -> list[Row]:
                 "duration": c.duration,
                 "lat_fraction": c.lat_fraction,
                 "window": c.window,
-                **({"fanrecv": str(ctx.fanrecv())} if c.c_receiver else {}),
+                **({"fanrecv": str(ctx.c_client("fanrecv"))} if c.c_receiver else {}),
                 "token_file": ctx.token_file(
                     "slow",
                     tokens=population.tokens(ctx.signer, names),

@@ -1,7 +1,10 @@
 /*
- * What the benchmark's C readers (bench/fanrecv.c, bench/replayrecv.c) share: finding a
- * server's WebSocket frames in what was read, building a client's control frames, and
- * stopping loudly. Define PROGRAM (the reader's name, for its messages) before including.
+ * What the benchmark's C clients (bench/fanrecv.c, bench/replayrecv.c, bench/connopen.c)
+ * share: finding a server's WebSocket frames in what was read, building a client's control
+ * frames, and stopping loudly. Define PROGRAM (the client's name, for its messages) before
+ * including.
+ *
+ * The helpers are static inline: a reader that does not use one gets no warning for it.
  *
  * Only what a server may send is accepted: unmasked, unfragmented frames of at most 1 MiB.
  * Anything else stops the program with a message on stderr and exit status 2: the
@@ -19,24 +22,24 @@
 
 #define MAX_FRAME (1 << 20)
 
-static void die(const char *what) {
+static inline void die(const char *what) {
     fprintf(stderr, PROGRAM ": %s\n", what);
     exit(2);
 }
 
-static void die_errno(const char *what) {
+static inline void die_errno(const char *what) {
     fprintf(stderr, PROGRAM ": %s: %s\n", what, strerror(errno));
     exit(2);
 }
 
-static int64_t now_ns(void) {
+static inline int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic_ns() in the load generator */
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* The decimal digits at p (none: 0). */
-static int64_t parse_int(const unsigned char *p, const unsigned char *end) {
+static inline int64_t parse_int(const unsigned char *p, const unsigned char *end) {
     int64_t value = 0;
     while (p < end && *p >= '0' && *p <= '9') value = value * 10 + (*p++ - '0');
     return value;
@@ -51,7 +54,7 @@ typedef struct {
 
 /* The server frame at p, of which avail bytes were read: 1 with *frame filled in when it
    is all there, 0 when it is cut short (read more, then look again from p). */
-static int frame_at(const unsigned char *p, size_t avail, Frame *frame) {
+static inline int frame_at(const unsigned char *p, size_t avail, Frame *frame) {
     if (avail < 2) return 0;
     int fin = p[0] & 0x80, opcode = p[0] & 0x0f;
     if (p[1] & 0x80) die("a masked frame from the server");
@@ -77,13 +80,13 @@ static int frame_at(const unsigned char *p, size_t avail, Frame *frame) {
 }
 
 /* The close code a close frame's payload carries (1005: none). */
-static int close_code_of(const Frame *frame) {
+static inline int close_code_of(const Frame *frame) {
     return frame->len >= 2 ? (frame->payload[0] << 8 | frame->payload[1]) : 1005;
 }
 
 /* A client control frame into out (at least 131 bytes): masked with a zero key, so the
    payload goes as is, and at most 125 bytes of it. Returns the frame's size. */
-static size_t control_frame(unsigned char *out, int opcode, const unsigned char *payload,
+static inline size_t control_frame(unsigned char *out, int opcode, const unsigned char *payload,
                             size_t len) {
     if (len > 125) die("control frame payload over 125 bytes");
     out[0] = (unsigned char)(0x80 | opcode);
