@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--python-receiver",
         action="store_true",
-        help="read the fan-out's subscribers and the pending replay with picows in Python, "
-        "not with bench/fanrecv.c and bench/replayrecv.c",
+        help="read the fan-out's subscribers and the pending replay, and open the idle "
+        "connections, with picows in Python, not with bench/fanrecv.c, bench/replayrecv.c "
+        "and bench/connopen.c",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--profile", type=Path, help="record topichub with py-spy into this directory")
@@ -162,13 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     header = machine()
     loop = "uvloop (--topichub-uvloop)" if config.topichub_uvloop else "asyncio, as shipped"
     receiver = (
-        "in C (bench/fanrecv.c, bench/replayrecv.c)"
+        "in C (bench/fanrecv.c, bench/replayrecv.c, bench/connopen.c)"
         if config.c_receiver
         else "in Python (--python-receiver)"
     )
     header.append(
         f"pinning: {ctx.pinning.describe()}; topichub's event loop: {loop}; baselines and "
-        f"load generator on uvloop; fan-out subscribers and the replay read {receiver}"
+        f"load generator on uvloop; fan-out subscribers, the replay and the idle connections "
+        f"{receiver}"
     )
     header.append(
         f"runs: {config.runs} (median, min–max), windows: {config.warmup:g} s warm-up + "

@@ -53,11 +53,11 @@ def test_quick_bench_prints_the_table_with_every_check_passing() -> None:
     assert done.returncode == 0, output[-4000:]
     assert re.search(r"^\| workload +\| case +\| metric +\| +median \|", done.stdout, re.M), output
 
-    # The fan-out's subscribers and the replay were read in C (tests/bench/test_fanrecv.py,
-    # tests/bench/test_replayrecv.py).
+    # The fan-out's subscribers, the replay and the idle connections were in C
+    # (tests/bench/test_fanrecv.py, test_replayrecv.py, test_connopen.py).
     assert (
-        "fan-out subscribers and the replay read in C (bench/fanrecv.c, bench/replayrecv.c)"
-        in done.stdout
+        "fan-out subscribers, the replay and the idle connections in C (bench/fanrecv.c, "
+        "bench/replayrecv.c, bench/connopen.c)" in done.stdout
     ), output
     once = rows(done.stdout, "every seq once, every subscriber")
     cases = {cells[1] for cells in once}
