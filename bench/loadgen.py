@@ -1186,6 +1186,8 @@ async def slow(job: dict[str, Any]) -> dict[str, Any]:
     sampling = [True]
     chain = [subs[slow_index]]  # the slow user's connections, one per reconnect
     outcomes: list[dict[str, Any]] = []
+    closes = MetricPoller(job["api_url"], "topichub_slow_consumers_closed_total")
+    await closes.start()
 
     async def sample_rss() -> None:
         while sampling[0]:
@@ -1221,9 +1223,9 @@ async def slow(job: dict[str, Any]) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.01)
-        closed_before = await metric(job["api_url"], "topichub_slow_consumers_closed_total")
+        closed_before = await closes.fresh()
         client.transport.underlying_transport.pause_reading()  # type: ignore[union-attr]
-        return asyncio.create_task(watch_slow(job, client, closed_before, gen, dialect))
+        return asyncio.create_task(watch_slow(job, client, closes, closed_before, gen, dialect))
 
     def caught_up(watcher: asyncio.Task[dict[str, Any]]) -> bool:
         """The reconnected slow user is as current as the others (publishing goes on, and
@@ -1285,6 +1287,7 @@ async def slow(job: dict[str, Any]) -> dict[str, Any]:
     await publisher.settle()
     sampling[0] = False
     await sampler
+    await closes.stop()
     hwm = memory_kib(server_pid)["VmHWM"]
     # The slow user's connections together got every seq once: each one starts right after
     # what the one before it received, and the last one reaches the end.
@@ -1317,9 +1320,50 @@ async def slow(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class MetricPoller:
+    """Reads one counter of topichub's /metrics every ``interval`` s through the whole
+    slow-consumer run, stalled or not: a request costs the server ~1.5 ms of its core
+    (session 10's machine), so polling only while a consumer is stalled would load the
+    windows being compared unequally (every 50 ms, as before session 10, that was 3 % of the
+    core, in a latency window already near the core's saturation)."""
+
+    def __init__(self, api_url: str, name: str, interval: float = 0.2) -> None:
+        self.api_url, self.name, self.interval = api_url, name, interval
+        self.value = 0.0
+        self.read_at = 0.0  # time.monotonic() of the last reading
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._read()
+        self._task = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def fresh(self) -> float:
+        """The value read after this call."""
+        asked = time.monotonic()
+        while self.read_at <= asked:  # noqa: ASYNC110
+            await asyncio.sleep(self.interval / 4)
+        return self.value
+
+    async def _read(self) -> None:
+        self.value = await metric(self.api_url, self.name)
+        self.read_at = time.monotonic()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self._read()
+
+
 async def watch_slow(
     job: dict[str, Any],
     client: Client,
+    closes: MetricPoller,
     closed_before: float,
     gen: Gen,
     dialect: Dialect,
@@ -1331,10 +1375,10 @@ async def watch_slow(
     detected = None
     give_up = stalled + job.get("detect_timeout", 90) + 2 * job["duration"]
     while time.monotonic() < give_up:
-        if await metric(job["api_url"], "topichub_slow_consumers_closed_total") > closed_before:
-            detected = time.monotonic() - stalled
+        if closes.value > closed_before:
+            detected = closes.read_at - stalled
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(closes.interval / 4)
     client.transport.underlying_transport.resume_reading()  # type: ignore[union-attr]
     try:
         await asyncio.wait_for(asyncio.shield(client.gone), 30)
