@@ -33,7 +33,6 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "wsframe.h"
@@ -63,32 +62,6 @@ static int64_t retries, events;
 static int epoll;
 static struct sockaddr_in server;
 static const char *host, *port, *server_pid;
-
-static double own_cpu(void) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return (double)usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
-           (double)usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
-}
-
-/* The server's utime and stime from /proc/<pid>/stat (fields 14 and 15), in seconds. */
-static void server_cpu(double *user, double *sys) {
-    char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%s/stat", server_pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) die_errno("reading the server's /proc stat");
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    char *p = strrchr(text, ')');
-    unsigned long long utime, stime;
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-                            &utime, &stime) != 2)
-        die("an unreadable /proc stat");
-    double ticks = (double)sysconf(_SC_CLK_TCK);
-    *user = (double)utime / ticks;
-    *sys = (double)stime / ticks;
-}
 
 static void watch(Conn *c, uint32_t events_mask, int op) {
     struct epoll_event ev = {.events = events_mask, .data.u32 = (uint32_t)(c - conns)};
@@ -294,7 +267,7 @@ int main(int argc, char **argv) {
     if (epoll < 0) die_errno("epoll_create1");
 
     double cpu_start = own_cpu(), srv_user_start, srv_sys_start;
-    server_cpu(&srv_user_start, &srv_sys_start);
+    process_cpu(server_pid, &srv_user_start, &srv_sys_start);
     int64_t t_start = now_ns();
     struct epoll_event ready[EVENTS];
     start_more();
@@ -313,7 +286,7 @@ int main(int argc, char **argv) {
     }
     int64_t t_done = now_ns();
     double cpu_done = own_cpu(), srv_user_done, srv_sys_done;
-    server_cpu(&srv_user_done, &srv_sys_done);
+    process_cpu(server_pid, &srv_user_done, &srv_sys_done);
     printf("{\"start_ns\":%lld,\"done_ns\":%lld,\"cpu_start\":%.3f,\"cpu_done\":%.3f,"
            "\"srv_user_start\":%.3f,\"srv_sys_start\":%.3f,\"srv_user_done\":%.3f,"
            "\"srv_sys_done\":%.3f,\"retries\":%lld}\n",

@@ -58,32 +58,11 @@ static int64_t t_connect, t_connected, t_first, t_last;
 static double cpu_connected, cpu_last, srv_connected, srv_last, srv_sys_connected, srv_sys_last;
 static const char *server_pid;
 
-static double own_cpu(void) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return (double)usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
-           (double)usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
-}
-
-/* utime + stime of the server from /proc/<pid>/stat (fields 14 and 15); stime in *sys. */
+/* utime + stime of the server; stime also in *sys. */
 static double server_cpu(double *sys) {
-    char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%s/stat", server_pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) die_errno("reading the server's /proc stat");
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    char *p = strrchr(text, ')');
-    if (p == NULL) die("an unreadable /proc stat");
-    unsigned long long utime, stime;
-    /* After ") ": state is field 3, utime and stime are fields 14 and 15. */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-               &stime) != 2)
-        die("an unreadable /proc stat");
-    double ticks = (double)sysconf(_SC_CLK_TCK);
-    *sys = (double)stime / ticks;
-    return (double)(utime + stime) / ticks;
+    double user;
+    process_cpu(server_pid, &user, sys);
+    return user + *sys;
 }
 
 static void send_all(const void *data, size_t len) {

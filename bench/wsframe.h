@@ -1,7 +1,7 @@
 /*
  * What the benchmark's C clients (bench/fanrecv.c, bench/replayrecv.c, bench/connopen.c)
  * share: finding a server's WebSocket frames in what was read, building a client's control
- * frames, and stopping loudly. Define PROGRAM (the client's name, for its messages) before
+ * frames, reading CPU times, and stopping loudly. Define PROGRAM (the client's name, for its messages) before
  * including.
  *
  * The helpers are static inline: a reader that does not use one gets no warning for it.
@@ -22,6 +22,9 @@
 
 #define MAX_FRAME (1 << 20)
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 static inline void die(const char *what) {
     fprintf(stderr, PROGRAM ": %s\n", what);
     exit(2);
@@ -36,6 +39,34 @@ static inline int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic_ns() in the load generator */
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* This process's CPU seconds so far (user + system). */
+static inline double own_cpu(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return (double)usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
+           (double)usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+}
+
+/* Another process's user and system CPU seconds, from /proc/<pid>/stat (fields 14, 15). */
+static inline void process_cpu(const char *pid, double *user, double *sys) {
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%s/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) die_errno("reading the server's /proc stat");
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    char *p = strrchr(text, ')');
+    unsigned long long utime, stime;
+    /* After ") ": state is field 3, utime and stime are fields 14 and 15. */
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                            &utime, &stime) != 2)
+        die("an unreadable /proc stat");
+    double ticks = (double)sysconf(_SC_CLK_TCK);
+    *user = (double)utime / ticks;
+    *sys = (double)stime / ticks;
 }
 
 /* The decimal digits at p (none: 0). */
