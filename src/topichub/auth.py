@@ -114,7 +114,7 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float:
     return float(value)
 
 
-def decode_hs256(token: str, key: hmac.HMAC, *, now: float | None = None) -> dict[str, Any]:
+def decode_hs256(token: str, key: hmac.HMAC) -> dict[str, Any]:
     """The claims of an HS256 JWT signed with ``key`` (an HMAC-SHA256 object keyed with the
     secret and fed nothing, copied per token: the key's setup is done once), or TokenError.
 
@@ -150,7 +150,7 @@ def decode_hs256(token: str, key: hmac.HMAC, *, now: float | None = None) -> dic
         raise TokenError("bad claims")
     if claims.get("aud"):  # no audience is configured: a token meant for one is refused
         raise TokenError("audience not allowed")
-    now = time.time() if now is None else now
+    now = time.time()
     if int(_numeric_date(claims, "iat")) > now:
         raise TokenError("issued in the future")
     if "nbf" in claims and int(_numeric_date(claims, "nbf")) > now:
