@@ -157,7 +157,6 @@ static void on_frames(Conn *c) {
     size_t pos = 0;
     Frame f;
     while (c->state != CLOSED && frame_at(c->buf + pos, c->have - pos, &f)) {
-        if (f.size > BUF) die("a frame over this client's 4 KiB buffer");
         switch (f.opcode) {
         case 1:
             if (c->state == HANDSHAKE &&
@@ -198,10 +197,12 @@ static void on_readable(Conn *c) {
         return;
     }
     c->have += (size_t)n;
-    if (c->have == BUF && c->state == HANDSHAKE) die("a handshake response over 4 KiB");
     if (!c->head_read) {
         unsigned char *head_end = memmem(c->buf, c->have, "\r\n\r\n", 4);
-        if (head_end == NULL) return;
+        if (head_end == NULL) {
+            if (c->have == BUF) die("a handshake response over 4 KiB");
+            return;
+        }
         if (c->have < 13 || memcmp(c->buf, "HTTP/1.1 101", 12) != 0) {
             *head_end = 0;
             fprintf(stderr, PROGRAM ": the handshake was refused: %s\n", (char *)c->buf);
@@ -213,6 +214,9 @@ static void on_readable(Conn *c) {
         c->head_read = 1;
     }
     on_frames(c);
+    /* A full buffer left unparsed is a frame that cannot fit: the next recv() of 0 bytes
+       would look like the end of the stream. */
+    if (c->have == BUF) die("a frame over this client's 4 KiB buffer");
 }
 
 static char **read_targets(const char *path, int *count) {

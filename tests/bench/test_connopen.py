@@ -215,3 +215,17 @@ def test_a_server_that_always_drops_stops_it(
     assert proc.stderr is not None
     assert "closed before connected, 5 times" in proc.stderr.read()
     assert len(server.requests) == 5
+
+
+def test_a_frame_over_its_buffer_stops_it(
+    binary: Path, servers: list[Server], tmp_path: Path
+) -> None:
+    """A frame that cannot fit its 4 KiB buffer is an error, not a close."""
+    server = Server(accept_all)
+    servers.append(server)
+    proc = start(binary, server, tmp_path, 1)
+    opened(proc)
+    server.open[0].sendall(server_frame(1, b"x" * 5000))
+    assert proc.wait(10) == 2
+    assert proc.stderr is not None
+    assert "a frame over this client's 4 KiB buffer" in proc.stderr.read()
