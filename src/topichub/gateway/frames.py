@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 PING_FRAME = b"\x89\x00"  # FIN + ping, no payload
+_header_16 = struct.Struct("!BBH").pack  # the 16-bit extended length, network order
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -22,9 +23,6 @@ def text_frame_header(size: int) -> bytes:
     if size < 1 << 16:
         return _header_16(0x81, 126, size)
     return b"\x81\x7f" + size.to_bytes(8, "big")
-
-
-_header_16 = struct.Struct("!BBH").pack  # the 16-bit extended length, network order
 
 
 FAST_TEXT = 0x81  # first byte of an unfragmented text frame with no extension bits
