@@ -9,59 +9,10 @@ direct write would succeed out of order.
 from __future__ import annotations
 
 import asyncio
-import socket
-from typing import Any
 
-from websockets.protocol import State
-
-from topichub.gateway.connection import Connection, WriteCoalescer
+from tests.unit.loopback import open_connection, read_frames
 from topichub.gateway.frames import text_frame
-from topichub.models import User
 from topichub.store.base import CursorUpdate
-
-
-class NoSession:
-    """The connection never gets as far as asking its session anything here."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"unexpected session call: {name}")
-
-
-def read_frames(data: bytes) -> list[bytes]:
-    """The payloads of unmasked server frames, which must tile ``data`` exactly."""
-    payloads, pos = [], 0
-    while pos < len(data):
-        length, header = data[pos + 1] & 0x7F, 2
-        if length == 126:
-            length, header = int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
-        elif length == 127:
-            length, header = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
-        assert data[pos] == 0x81, f"not a text frame at byte {pos}: the stream is mixed up"
-        payloads.append(data[pos + header : pos + header + length])
-        pos += header + length
-    assert pos == len(data)
-    return payloads
-
-
-async def open_connection() -> tuple[Connection, socket.socket]:
-    ours, peer = socket.socketpair()
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    loop = asyncio.get_running_loop()
-    conn = Connection(
-        NoSession(),  # type: ignore[arg-type]
-        WriteCoalescer(),
-        set(),
-        max_frame_bytes=1 << 20,
-        buffer_limit=1 << 24,
-    )
-    await loop.connect_accepted_socket(lambda: conn, ours)
-    # As after an accepted handshake and the pending replay.
-    conn.user = User(42, "reader", "", False, 0)
-    conn.protocol.state = State.OPEN
-    conn.open = True
-    conn.finish_replay({})
-    return conn, peer
 
 
 async def test_a_direct_write_never_overtakes_what_the_transport_holds() -> None:

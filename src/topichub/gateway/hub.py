@@ -10,6 +10,14 @@ single message at a low rate, or a burst on one busy topic) they are written rig
 so the first subscribers have a message while the hub is still visiting the rest and each
 connection's state is visited once.
 
+A single message for more than ``SWEEP_CHUNK`` connections is written a chunk per loop
+iteration (a :class:`Sweep`): a pass over thousands of sockets takes milliseconds, and in
+between the node reads its sockets, so other topics' messages, replies and the next
+publish (with its commit) are not held behind the whole pass. Who gets a message is still
+decided when it is handed out: before anything changes the routing, or another message is
+handed out, the rest of an unfinished sweep is queued on its connections as if written in
+one go, where it keeps its place ahead of what comes next and shares their next write.
+
 Per topic the hub also keeps the last ``seq`` it fanned out (a :class:`TopicStream`), so
 events reach connections in ``seq`` order with no gap even when the broker reorders or
 drops them (several nodes publishing to one topic, a lost Redis connection): an event that
@@ -47,6 +55,9 @@ log = logging.getLogger(__name__)
 GAP_WAIT = 0.05  # most gaps are reorders between nodes that close by themselves
 FILL_PAGE = 1000
 END_OF_LOG = 2**62
+# Connections a single message's fan-out writes per loop iteration: at ~7 µs a socket write
+# on loopback, about 1 ms of the loop at a time.
+SWEEP_CHUNK = 128
 
 
 @dataclass(slots=True)
@@ -57,6 +68,18 @@ class TopicStream:
     held: dict[int, MessageRecord] = field(default_factory=dict)
     filling: bool = False
     resync: bool = False  # read the store to its end (events may have been lost)
+
+
+@dataclass(slots=True)
+class Sweep:
+    """A single message being written to its topic's connections a chunk per iteration:
+    the connections that were members when it was handed out, and how many have had it."""
+
+    topic_id: int
+    seq: int
+    frame: bytes
+    conns: list[Connection]
+    done: int = 0
 
 
 def _stream_topic(topic_id: int, name: str, direct_pair: tuple[str, str] | None) -> Topic:
@@ -79,6 +102,7 @@ class Hub:
         # Messages of this loop iteration not yet handed to connections: (topic id, seq,
         # the frame, or for a direct message each side's frame by username).
         self._outbox: list[tuple[int, int, bytes | dict[str, bytes]]] = []
+        self._sweep: Sweep | None = None
         self.coalescer = WriteCoalescer(before_flush=self.deliver_outbox)
 
     def connections(self) -> list[Connection]:
@@ -104,14 +128,12 @@ class Hub:
         return stream
 
     def _route(self, conn: Connection, topic_id: int) -> None:
-        if self._outbox:
-            self.deliver_outbox()  # to the connections that were members when it was sent
+        self._hand_out(topic_id)  # to the connections that were members when it was sent
         conn.topic_ids.add(topic_id)
         self.by_topic[topic_id].add(conn)
 
     def _unroute(self, conn: Connection, topic_id: int) -> None:
-        if self._outbox:
-            self.deliver_outbox()
+        self._hand_out(topic_id)
         conn.topic_ids.discard(topic_id)
         conns = self.by_topic.get(topic_id)
         if conns is not None:
@@ -140,8 +162,7 @@ class Hub:
         if type(event) is MessagePublished:  # nearly every event: one test, not a match
             self._on_message(event.record)
             return
-        if self._outbox:
-            self.deliver_outbox()  # what was published before the event goes out before it
+        self._hand_out()  # what was published before the event goes out before it
         match event:
             case MembershipChanged(topic_id=topic_id, joined=True):
                 invite = (
@@ -225,10 +246,25 @@ class Hub:
             stream.counted = record.seq
             self.metrics.fan_out.published += 1
 
+    def _hand_out(self, topic_id: int | None = None) -> None:
+        """Before the routing changes (of ``topic_id``, or of anything): what was published
+        so far reaches the connections that were members when it was."""
+        if self._sweep is not None and topic_id in (None, self._sweep.topic_id):
+            self._queue_sweep_rest()
+        if self._outbox:
+            self.deliver_outbox()
+
     def deliver_outbox(self) -> None:
         """Hand this iteration's messages to their topics' connections, one connection at a
         time and each topic's messages in seq order; when they are all of one topic, write
         each connection as soon as it has them (with the replies it queued meanwhile)."""
+        if not self._outbox:
+            return
+        # A sweep still going means the loop is behind: the message it has not written
+        # yet is queued first, and this one goes out in the same write, in one pass.
+        behind = self._sweep is not None
+        if behind:
+            self._queue_sweep_rest()
         outbox, self._outbox = self._outbox, []
         by_topic: dict[int, list[tuple[int, bytes | dict[str, bytes]]]] = {}
         for topic_id, seq, frames in outbox:
@@ -240,6 +276,10 @@ class Hub:
             if write_now and len(messages) == 1:
                 seq, frame = messages[0]
                 if isinstance(frame, bytes):  # one message for all: the low-rate case
+                    if len(conns) > SWEEP_CHUNK and not behind:
+                        self._sweep = Sweep(topic_id, seq, frame, list(conns))
+                        self._continue_sweep(self._sweep)
+                        continue
                     for conn in conns:
                         delivered += conn.write_live(topic_id, seq, frame)
                     continue
@@ -253,6 +293,32 @@ class Hub:
                             delivered += conn.deliver(topic_id, seq, side)
                 if write_now:
                     conn.flush_out()
+        self.metrics.fan_out.deliveries += delivered
+
+    def _continue_sweep(self, sweep: Sweep) -> None:
+        """Write the next chunk of ``sweep``, and come back for the rest next iteration."""
+        if self._sweep is not sweep:
+            return  # its rest was queued meanwhile
+        start = sweep.done
+        sweep.done = end = start + SWEEP_CHUNK
+        topic_id, seq, frame = sweep.topic_id, sweep.seq, sweep.frame
+        delivered = 0
+        for conn in sweep.conns[start:end]:
+            delivered += conn.write_live(topic_id, seq, frame)
+        self.metrics.fan_out.deliveries += delivered
+        if end < len(sweep.conns):
+            asyncio.get_running_loop().call_soon(self._continue_sweep, sweep)
+        else:
+            self._sweep = None
+
+    def _queue_sweep_rest(self) -> None:
+        """Queue an unfinished sweep's message on the connections it has not reached: the
+        coalescer writes them with whatever they get next."""
+        sweep, self._sweep = self._sweep, None
+        assert sweep is not None
+        delivered = 0
+        for conn in sweep.conns[sweep.done :]:
+            delivered += conn.deliver(sweep.topic_id, sweep.seq, sweep.frame)
         self.metrics.fan_out.deliveries += delivered
 
     # -- catching up from the store -------------------------------------------------------
