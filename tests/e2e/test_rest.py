@@ -333,10 +333,13 @@ def test_create_topic_errors(hub: Harness) -> None:
     for name in ("", "bad name", "x" * 65, "a/b", "dm:x:y"):
         r = hub.http.post(f"{API}/topics", json={"topic_name": name}, headers=auth)
         assert_error(r, 422, "invalid_request")
-    r = hub.http.post(
-        f"{API}/topics", json={"topic_name": unique(), "is_private": "maybe"}, headers=auth
-    )
-    assert_error(r, 422, "invalid_request")
+    for not_a_boolean in ("maybe", "true", 1, 1.0, 0, None):  # true or false only
+        name = unique()
+        r = hub.http.post(
+            f"{API}/topics", json={"topic_name": name, "is_private": not_a_boolean}, headers=auth
+        )
+        assert_error(r, 422, "invalid_request")
+        assert hub.http.get(f"{API}/topics/{name}", headers=auth).status_code == 404
     r = hub.http.post(
         f"{API}/topics",
         content=b"not json",

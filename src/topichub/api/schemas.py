@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from topichub.errors import InvalidRequest
 from topichub.models import MessageRecord, User
@@ -50,7 +50,9 @@ class UserOut(BaseModel):
 class TopicIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     topic_name: Name
-    is_private: bool = False
+    # true or false only, as on the WebSocket (wire.codec): pydantic's lax bool would take
+    # 1, 1.0 and "yes" as true
+    is_private: StrictBool = False
 
 
 class TopicSummaryOut(BaseModel):
