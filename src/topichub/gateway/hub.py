@@ -10,13 +10,16 @@ single message at a low rate, or a burst on one busy topic) they are written rig
 so the first subscribers have a message while the hub is still visiting the rest and each
 connection's state is visited once.
 
-A single message for more than ``SWEEP_CHUNK`` connections is written a chunk per loop
-iteration (a :class:`Sweep`): a pass over thousands of sockets takes milliseconds, and in
-between the node reads its sockets, so other topics' messages, replies and the next
-publish (with its commit) are not held behind the whole pass. Who gets a message is still
-decided when it is handed out: before anything changes the routing, or another message is
-handed out, the rest of an unfinished sweep is queued on its connections as if written in
-one go, where it keeps its place ahead of what comes next and shares their next write.
+A topic with more than ``SWEEP_CHUNK`` connections here is written a chunk per loop
+iteration instead (a :class:`Sweep`): a pass over thousands of sockets takes milliseconds,
+and between chunks the node reads its sockets, so replies, other topics' messages and the
+next publish (with its commit) are not held behind the whole pass. The sweep goes round
+the topic's connections and each visit writes a connection everything it lacks in one
+write; a message handed out meanwhile joins the sweep where it stands and is everywhere one
+lap later, so under load each connection's turn carries what arrived since its last. Who
+gets a message is still decided when it is handed out: before the topic's routing changes,
+or another topic's messages are handed out, what the sweep has not yet written is queued
+on its connections (where it stays ahead of anything newer) and the sweep ends.
 
 Per topic the hub also keeps the last ``seq`` it fanned out (a :class:`TopicStream`), so
 events reach connections in ``seq`` order with no gap even when the broker reorders or
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,8 +58,8 @@ log = logging.getLogger(__name__)
 GAP_WAIT = 0.05  # most gaps are reorders between nodes that close by themselves
 FILL_PAGE = 1000
 END_OF_LOG = 2**62
-# Connections a single message's fan-out writes per loop iteration: at ~7 µs a socket write
-# on loopback, about 1 ms of the loop at a time.
+# Connections a sweep visits per loop iteration: at ~7 µs a socket write on loopback, about
+# 1 ms of the loop at a time.
 SWEEP_CHUNK = 128
 
 
@@ -70,16 +73,67 @@ class TopicStream:
     resync: bool = False  # read the store to its end (events may have been lost)
 
 
-@dataclass(slots=True)
 class Sweep:
-    """A single message being written to its topic's connections a chunk per iteration:
-    the connections that were members when it was handed out, and how many have had it."""
+    """One topic's messages going round its connections a chunk per loop iteration.
 
-    topic_id: int
-    seq: int
-    frame: bytes
-    conns: list[Connection]
-    done: int = 0
+    Each visit writes a connection everything it lacks, in one write; a message joins at
+    the sweep's current place and is everywhere one lap later, so under load each turn
+    carries what arrived since the connection's last. The connections are the topic's
+    members when the sweep started; a change of them ends the sweep first (``settle``)."""
+
+    __slots__ = ("conns", "end", "messages", "topic_id", "visits")
+
+    def __init__(self, topic_id: int, conns: list[Connection]) -> None:
+        self.topic_id = topic_id
+        self.conns = conns
+        # (seq, frame, visits when added): each is everywhere ``len(conns)`` visits later.
+        self.messages: deque[tuple[int, bytes, int]] = deque()
+        self.visits = 0
+        self.end = 0  # the sweep is done at this many visits
+
+    def add(self, seq: int, frame: bytes) -> None:
+        self.messages.append((seq, frame, self.visits))
+        self.end = self.visits + len(self.conns)
+
+    def visit(self, count: int) -> int:
+        """Visit the next ``count`` connections; returns the frames written."""
+        conns, n = self.conns, len(self.conns)
+        messages = self.messages
+        while messages and messages[0][2] + n <= self.visits:
+            messages.popleft()  # every connection has it
+        start = self.visits % n
+        batch = conns[start : start + count]
+        if len(batch) < count:
+            batch += conns[: count - len(batch)]
+        self.visits += count
+        topic_id = self.topic_id
+        delivered = 0
+        if len(messages) == 1:
+            seq, frame, _ = messages[0]
+            for conn in batch:
+                delivered += conn.write_live(topic_id, seq, frame)
+            return delivered
+        for conn in batch:
+            for seq, frame, _ in messages:
+                delivered += conn.deliver(topic_id, seq, frame)
+            conn.flush_out()
+        return delivered
+
+    def settle(self) -> int:
+        """Queue what the connections not yet visited lack (the coalescer writes it)."""
+        conns, n = self.conns, len(self.conns)
+        start, left = self.visits % n, min(n, self.end - self.visits)
+        todo = conns[start : start + left]
+        if len(todo) < left:
+            todo += conns[: left - len(todo)]
+        topic_id = self.topic_id
+        delivered = 0
+        for conn in todo:
+            for seq, frame, _ in self.messages:
+                delivered += conn.deliver(topic_id, seq, frame)
+        self.messages.clear()
+        self.end = self.visits
+        return delivered
 
 
 def _stream_topic(topic_id: int, name: str, direct_pair: tuple[str, str] | None) -> Topic:
@@ -260,26 +314,21 @@ class Hub:
         each connection as soon as it has them (with the replies it queued meanwhile)."""
         if not self._outbox:
             return
-        # A sweep still going means the loop is behind: the message it has not written
-        # yet is queued first, and this one goes out in the same write, in one pass.
-        behind = self._sweep is not None
-        if behind:
-            self._queue_sweep_rest()
         outbox, self._outbox = self._outbox, []
         by_topic: dict[int, list[tuple[int, bytes | dict[str, bytes]]]] = {}
         for topic_id, seq, frames in outbox:
             by_topic.setdefault(topic_id, []).append((seq, frames))
         write_now = len(by_topic) == 1
+        if write_now and self._sweep_out(*next(iter(by_topic.items()))):
+            return
+        if self._sweep is not None:
+            self._queue_sweep_rest()
         delivered = 0
         for topic_id, messages in by_topic.items():
             conns = self.by_topic.get(topic_id, ())
             if write_now and len(messages) == 1:
                 seq, frame = messages[0]
                 if isinstance(frame, bytes):  # one message for all: the low-rate case
-                    if len(conns) > SWEEP_CHUNK and not behind:
-                        self._sweep = Sweep(topic_id, seq, frame, list(conns))
-                        self._continue_sweep(self._sweep)
-                        continue
                     for conn in conns:
                         delivered += conn.write_live(topic_id, seq, frame)
                     continue
@@ -295,31 +344,46 @@ class Hub:
                     conn.flush_out()
         self.metrics.fan_out.deliveries += delivered
 
+    def _sweep_out(
+        self, topic_id: int, messages: list[tuple[int, bytes | dict[str, bytes]]]
+    ) -> bool:
+        """Hand one topic's messages to a sweep: the one going on for the topic, or a new
+        one when the topic has more than ``SWEEP_CHUNK`` connections. False if neither."""
+        sweep = self._sweep
+        if sweep is not None and sweep.topic_id != topic_id:
+            return False
+        conns = self.by_topic.get(topic_id, ())
+        if sweep is None and len(conns) <= SWEEP_CHUNK:
+            return False
+        frames = [(seq, frame) for seq, frame in messages if isinstance(frame, bytes)]
+        if len(frames) < len(messages):
+            return False  # a direct conversation's (one frame per side): never this big
+        started = sweep is None
+        if sweep is None:
+            sweep = self._sweep = Sweep(topic_id, list(conns))
+        for seq, frame in frames:
+            sweep.add(seq, frame)
+        if started:
+            self._continue_sweep(sweep)  # the first chunk now, with this flush
+        return True
+
     def _continue_sweep(self, sweep: Sweep) -> None:
-        """Write the next chunk of ``sweep``, and come back for the rest next iteration."""
+        """Visit the next chunk of ``sweep``'s connections; come back next iteration."""
         if self._sweep is not sweep:
-            return  # its rest was queued meanwhile
-        start = sweep.done
-        sweep.done = end = start + SWEEP_CHUNK
-        topic_id, seq, frame = sweep.topic_id, sweep.seq, sweep.frame
-        delivered = 0
-        for conn in sweep.conns[start:end]:
-            delivered += conn.write_live(topic_id, seq, frame)
-        self.metrics.fan_out.deliveries += delivered
-        if end < len(sweep.conns):
+            return  # settled meanwhile
+        count = min(SWEEP_CHUNK, sweep.end - sweep.visits)
+        self.metrics.fan_out.deliveries += sweep.visit(count)
+        if sweep.visits < sweep.end:
             asyncio.get_running_loop().call_soon(self._continue_sweep, sweep)
         else:
             self._sweep = None
 
     def _queue_sweep_rest(self) -> None:
-        """Queue an unfinished sweep's message on the connections it has not reached: the
-        coalescer writes them with whatever they get next."""
+        """Queue what the sweep's connections still lack: the coalescer writes it with
+        whatever they get next."""
         sweep, self._sweep = self._sweep, None
         assert sweep is not None
-        delivered = 0
-        for conn in sweep.conns[sweep.done :]:
-            delivered += conn.deliver(sweep.topic_id, sweep.seq, sweep.frame)
-        self.metrics.fan_out.deliveries += delivered
+        self.metrics.fan_out.deliveries += sweep.settle()
 
     # -- catching up from the store -------------------------------------------------------
 
