@@ -1,7 +1,8 @@
 """A topic with more connections than ``SWEEP_CHUNK`` is written a chunk per loop iteration
 (a sweep that goes round its connections), and the node runs between the chunks; who gets
-a message is still decided when it is handed out. Real connections on real socket pairs, driven by asyncio's own transports,
-behind a real hub; ``await asyncio.sleep(0)`` lets the loop run exactly one iteration.
+a message is still decided when it is handed out. Real connections on real socket pairs,
+driven by asyncio's own transports, behind a real hub; ``await asyncio.sleep(0)`` lets the
+loop run exactly one iteration.
 """
 
 from __future__ import annotations
