@@ -16,10 +16,11 @@ and between chunks the node reads its sockets, so replies, other topics' message
 next publish (with its commit) are not held behind the whole pass. The sweep goes round
 the topic's connections and each visit writes a connection everything it lacks in one
 write; a message handed out meanwhile joins the sweep where it stands and is everywhere one
-lap later, so under load each connection's turn carries what arrived since its last. Who
-gets a message is still decided when it is handed out: before the topic's routing changes,
-or another topic's messages are handed out, what the sweep has not yet written is queued
-on its connections (where it stays ahead of anything newer) and the sweep ends.
+lap later, so under load each connection's turn carries what arrived since its last. Each
+big topic has its own sweep, so several share the loop chunk by chunk (order is per topic,
+as PROTOCOL.md promises). Who gets a message is still decided when it is handed out: before
+the topic's routing changes, what its sweep has not yet written is queued on its
+connections (where it stays ahead of anything newer) and the sweep ends.
 
 Per topic the hub also keeps the last ``seq`` it fanned out (a :class:`TopicStream`), so
 events reach connections in ``seq`` order with no gap even when the broker reorders or
@@ -156,7 +157,7 @@ class Hub:
         # Messages of this loop iteration not yet handed to connections: (topic id, seq,
         # the frame, or for a direct message each side's frame by username).
         self._outbox: list[tuple[int, int, bytes | dict[str, bytes]]] = []
-        self._sweep: Sweep | None = None
+        self._sweeps: dict[int, Sweep] = {}  # by topic id
         self.coalescer = WriteCoalescer(before_flush=self.deliver_outbox)
 
     def connections(self) -> list[Connection]:
@@ -303,26 +304,28 @@ class Hub:
     def _hand_out(self, topic_id: int | None = None) -> None:
         """Before the routing changes (of ``topic_id``, or of anything): what was published
         so far reaches the connections that were members when it was."""
-        if self._sweep is not None and topic_id in (None, self._sweep.topic_id):
-            self._queue_sweep_rest()
+        if topic_id is None:
+            for swept in list(self._sweeps):
+                self._settle_sweep(swept)
+        elif topic_id in self._sweeps:
+            self._settle_sweep(topic_id)
         if self._outbox:
             self.deliver_outbox()
 
     def deliver_outbox(self) -> None:
-        """Hand this iteration's messages to their topics' connections, one connection at a
-        time and each topic's messages in seq order; when they are all of one topic, write
-        each connection as soon as it has them (with the replies it queued meanwhile)."""
+        """Hand this iteration's messages to their topics' connections: big topics' to
+        their sweeps; for the others, one connection at a time and each topic's messages
+        in seq order; when they are all of one topic, write each connection as soon as it
+        has them (with the replies it queued meanwhile)."""
         if not self._outbox:
             return
         outbox, self._outbox = self._outbox, []
         by_topic: dict[int, list[tuple[int, bytes | dict[str, bytes]]]] = {}
         for topic_id, seq, frames in outbox:
             by_topic.setdefault(topic_id, []).append((seq, frames))
+        for topic_id in [t for t, messages in by_topic.items() if self._sweep_out(t, messages)]:
+            del by_topic[topic_id]
         write_now = len(by_topic) == 1
-        if write_now and self._sweep_out(*next(iter(by_topic.items()))):
-            return
-        if self._sweep is not None:
-            self._queue_sweep_rest()
         delivered = 0
         for topic_id, messages in by_topic.items():
             conns = self.by_topic.get(topic_id, ())
@@ -347,20 +350,19 @@ class Hub:
     def _sweep_out(
         self, topic_id: int, messages: list[tuple[int, bytes | dict[str, bytes]]]
     ) -> bool:
-        """Hand one topic's messages to a sweep: the one going on for the topic, or a new
-        one when the topic has more than ``SWEEP_CHUNK`` connections. False if neither."""
-        sweep = self._sweep
-        if sweep is not None and sweep.topic_id != topic_id:
-            return False
-        conns = self.by_topic.get(topic_id, ())
-        if sweep is None and len(conns) <= SWEEP_CHUNK:
+        """Hand one topic's messages to its sweep: the one under way, or a new one when the
+        topic has more than ``SWEEP_CHUNK`` connections here. False if neither."""
+        sweep = self._sweeps.get(topic_id)
+        if sweep is None and len(self.by_topic.get(topic_id, ())) <= SWEEP_CHUNK:
             return False
         frames = [(seq, frame) for seq, frame in messages if isinstance(frame, bytes)]
-        if len(frames) < len(messages):
-            return False  # a direct conversation's (one frame per side): never this big
+        if len(frames) < len(messages):  # a direct conversation's (a frame per side)
+            if sweep is not None:
+                self._settle_sweep(topic_id)
+            return False
         started = sweep is None
         if sweep is None:
-            sweep = self._sweep = Sweep(topic_id, list(conns))
+            sweep = self._sweeps[topic_id] = Sweep(topic_id, list(self.by_topic[topic_id]))
         for seq, frame in frames:
             sweep.add(seq, frame)
         if started:
@@ -369,21 +371,19 @@ class Hub:
 
     def _continue_sweep(self, sweep: Sweep) -> None:
         """Visit the next chunk of ``sweep``'s connections; come back next iteration."""
-        if self._sweep is not sweep:
+        if self._sweeps.get(sweep.topic_id) is not sweep:
             return  # settled meanwhile
         count = min(SWEEP_CHUNK, sweep.end - sweep.visits)
         self.metrics.fan_out.deliveries += sweep.visit(count)
         if sweep.visits < sweep.end:
             asyncio.get_running_loop().call_soon(self._continue_sweep, sweep)
         else:
-            self._sweep = None
+            del self._sweeps[sweep.topic_id]
 
-    def _queue_sweep_rest(self) -> None:
-        """Queue what the sweep's connections still lack: the coalescer writes it with
-        whatever they get next."""
-        sweep, self._sweep = self._sweep, None
-        assert sweep is not None
-        self.metrics.fan_out.deliveries += sweep.settle()
+    def _settle_sweep(self, topic_id: int) -> None:
+        """Queue what the topic's sweep has not written yet on its connections (the
+        coalescer writes it with whatever they get next), and end the sweep."""
+        self.metrics.fan_out.deliveries += self._sweeps.pop(topic_id).settle()
 
     # -- catching up from the store -------------------------------------------------------
 
