@@ -60,13 +60,16 @@ def read_frames(data: bytes) -> list[bytes]:
 
 
 async def open_connection(
-    coalescer: WriteCoalescer | None = None, username: str = "reader", session: Any = None
+    coalescer: WriteCoalescer | None = None,
+    username: str = "reader",
+    session: Any = None,
+    cls: type[Connection] = Connection,
 ) -> tuple[Connection, socket.socket]:
     ours, peer = socket.socketpair()
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     loop = asyncio.get_running_loop()
-    conn = Connection(
+    conn = cls(
         session or NoSession(),
         coalescer or WriteCoalescer(),
         set(),

@@ -58,9 +58,11 @@ class Node:
         self.hub = Hub(self.metrics, NoStore())  # type: ignore[arg-type]
         self.peers: dict[Connection, socket.socket] = {}
 
-    async def subscriber(self, topics: tuple[Topic, ...] = (TOPIC,)) -> Connection:
+    async def subscriber(
+        self, topics: tuple[Topic, ...] = (TOPIC,), cls: type[Connection] = Connection
+    ) -> Connection:
         conn, peer = await open_connection(
-            self.hub.coalescer, f"reader{len(self.peers)}", Session(self.hub)
+            self.hub.coalescer, f"reader{len(self.peers)}", Session(self.hub), cls
         )
         peer.setblocking(False)
         self.peers[conn] = peer
@@ -200,4 +202,34 @@ async def test_two_big_topics_share_the_loop_chunk_by_chunk() -> None:
         assert [f for f in frames if b'"news"' in f] == [payload(n) for n in range(1, 7)]
         assert [f for f in frames if b'"sports"' in f] == [payload(n, OTHER) for n in range(1, 7)]
     assert node.metrics.fan_out.deliveries == 12 * SUBSCRIBERS
+    node.close()
+
+
+class BrokenOnce(Connection):
+    """A connection whose first live write fails, as a bug in one would."""
+
+    def write_live(self, topic_id: int, seq: int, frame: bytes) -> bool:
+        if not getattr(self, "failed", False):
+            self.failed = True
+            raise RuntimeError("one connection's bug")
+        return super().write_live(topic_id, seq, frame)
+
+
+async def test_a_chunk_that_fails_does_not_stop_the_sweep() -> None:
+    node = Node()
+    conns = [await node.subscriber() for _ in range(SUBSCRIBERS)]
+    conns.append(await node.subscriber(cls=BrokenOnce))
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+    node.publish(1)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [str(context.get("exception")) for context in errors] == ["one connection's bug"]
+    assert len(node.written(1)) >= SUBSCRIBERS + 1 - SWEEP_CHUNK  # the other chunks went on
+    node.publish(2)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not node.hub._sweeps  # it went round and ended
+    for conn in conns:  # the failed chunk's connections after the broken one missed 1
+        assert await node.received(conn, 1) in ([payload(1), payload(2)], [payload(2)])
     node.close()

@@ -374,11 +374,13 @@ class Hub:
         if self._sweeps.get(sweep.topic_id) is not sweep:
             return  # settled meanwhile
         count = min(SWEEP_CHUNK, sweep.end - sweep.visits)
-        self.metrics.fan_out.deliveries += sweep.visit(count)
-        if sweep.visits < sweep.end:
-            asyncio.get_running_loop().call_soon(self._continue_sweep, sweep)
-        else:
-            del self._sweeps[sweep.topic_id]
+        try:
+            self.metrics.fan_out.deliveries += sweep.visit(count)
+        finally:  # whatever one chunk meets, the sweep goes on (or ends): never left stuck
+            if sweep.visits < sweep.end:
+                asyncio.get_running_loop().call_soon(self._continue_sweep, sweep)
+            else:
+                del self._sweeps[sweep.topic_id]
 
     def _settle_sweep(self, topic_id: int) -> None:
         """Queue what the topic's sweep has not written yet on its connections (the
