@@ -55,9 +55,15 @@ class Server:
             index = len(self.requests)
             self.requests.append(request)
             self.peers.append(peer[0])
-            if self.answer(conn, index, request):
-                self.open.append(conn)
-            else:
+            # Listed before the answer: the client reports the connection open as soon as
+            # it has the answer, and a test may then reach for it.
+            self.open.append(conn)
+            try:
+                answered = self.answer(conn, index, request)
+            except OSError:  # close() came first: the test is over
+                return
+            if not answered:
+                self.open.remove(conn)
                 conn.close()
 
     def received(self, conn: socket.socket) -> bytes:
