@@ -136,6 +136,7 @@ async def test_who_gets_a_message_is_decided_when_it_is_handed_out() -> None:
     assert await node.received(joining, 0) == []
     node.publish(2)
     assert await node.received(joining, 1) == [payload(2)]
+    assert await node.received(leaving, 0) == []  # no longer a member
     node.close()
 
 
