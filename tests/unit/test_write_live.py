@@ -3,14 +3,17 @@ transport holds nothing back: once the transport has buffered bytes, a direct wr
 overtake them and interleave two frames on the wire. Here a real connection on a real
 loopback socket, driven by asyncio's own transport, is made to buffer, then its peer frees
 room in the socket *before the event loop runs the transport's flush*: the one moment a
-direct write would succeed out of order.
+direct write would succeed out of order. And the write coalescer writes what is queued
+even when the hub's hand-out that runs before it fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from tests.unit.loopback import open_connection, read_frames
+from topichub.gateway.connection import WriteCoalescer
 from topichub.gateway.frames import text_frame
 from topichub.store.base import CursorUpdate
 
@@ -53,5 +56,22 @@ async def test_the_socket_write_moves_the_cursor_and_drops_duplicates() -> None:
     assert conn.take_cursor_updates() == [CursorUpdate(42, 3, 5)]
     peer.settimeout(2)
     assert read_frames(peer.recv(100)) == [b"five"]
+    conn.transport.abort()
+    peer.close()
+
+
+async def test_queued_frames_go_out_even_if_the_hand_out_before_them_fails() -> None:
+    def hand_out() -> None:
+        raise RuntimeError("a bug in the hub's hand-out")
+
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+    conn, peer = await open_connection(WriteCoalescer(before_flush=hand_out))
+    assert conn.send(b'{"action":"ping","result":"ok"}')  # a reply, queued for the flush
+    await asyncio.sleep(0)  # the coalescer's flush
+    peer.settimeout(2)
+    assert read_frames(peer.recv(100)) == [b'{"action":"ping","result":"ok"}']
+    assert [str(context.get("exception")) for context in errors] == ["a bug in the hub's hand-out"]
+    assert conn.transport is not None
     conn.transport.abort()
     peer.close()

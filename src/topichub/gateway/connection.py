@@ -88,11 +88,13 @@ class WriteCoalescer:
 
     def flush(self) -> None:
         self._scheduled = False
-        if self.before_flush is not None:
-            self.before_flush()
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.flush_out()
+        try:
+            if self.before_flush is not None:
+                self.before_flush()
+        finally:  # what is queued goes out even if the hand-out before it failed
+            dirty, self._dirty = self._dirty, []
+            for conn in dirty:
+                conn.flush_out()
 
 
 class Connection(asyncio.Protocol):
