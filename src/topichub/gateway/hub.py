@@ -96,16 +96,19 @@ class Sweep:
         self.messages.append((seq, frame, self.visits))
         self.end = self.visits + len(self.conns)
 
+    def _next(self, count: int) -> list[Connection]:
+        """The ``count`` connections from the sweep's place on, round the end."""
+        conns = self.conns
+        start = self.visits % len(conns)
+        ahead = conns[start : start + count]
+        return ahead + conns[: count - len(ahead)] if len(ahead) < count else ahead
+
     def visit(self, count: int) -> int:
         """Visit the next ``count`` connections; returns the frames written."""
-        conns, n = self.conns, len(self.conns)
         messages = self.messages
-        while messages and messages[0][2] + n <= self.visits:
+        while messages and messages[0][2] + len(self.conns) <= self.visits:
             messages.popleft()  # every connection has it
-        start = self.visits % n
-        batch = conns[start : start + count]
-        if len(batch) < count:
-            batch += conns[: count - len(batch)]
+        batch = self._next(count)
         self.visits += count
         topic_id = self.topic_id
         delivered = 0
@@ -122,14 +125,9 @@ class Sweep:
 
     def settle(self) -> int:
         """Queue what the connections not yet visited lack (the coalescer writes it)."""
-        conns, n = self.conns, len(self.conns)
-        start, left = self.visits % n, min(n, self.end - self.visits)
-        todo = conns[start : start + left]
-        if len(todo) < left:
-            todo += conns[: left - len(todo)]
         topic_id = self.topic_id
         delivered = 0
-        for conn in todo:
+        for conn in self._next(self.end - self.visits):
             for seq, frame, _ in self.messages:
                 delivered += conn.deliver(topic_id, seq, frame)
         self.messages.clear()
