@@ -24,22 +24,24 @@ class NoSession:
         raise AssertionError(f"unexpected session call: {name}")
 
 
+def _frame_at(data: bytes, pos: int) -> tuple[int, int] | None:
+    """(header size, payload size) of the frame at ``pos``; None until its header is in."""
+    if pos + 2 > len(data):
+        return None
+    length, header = data[pos + 1] & 0x7F, 2
+    if length >= 126:
+        header = 4 if length == 126 else 10
+        if pos + header > len(data):
+            return None
+        length = int.from_bytes(data[pos + 2 : pos + header], "big")
+    return header, length
+
+
 def whole_frames(data: bytes) -> int:
     """How many bytes at the front of ``data`` are whole frames (the next may be arriving)."""
     pos = 0
-    while pos + 2 <= len(data):
-        length, header = data[pos + 1] & 0x7F, 2
-        if length == 126:
-            if pos + 4 > len(data):
-                break
-            length, header = int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
-        elif length == 127:
-            if pos + 10 > len(data):
-                break
-            length, header = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
-        if pos + header + length > len(data):
-            break
-        pos += header + length
+    while (frame := _frame_at(data, pos)) and pos + sum(frame) <= len(data):
+        pos += sum(frame)
     return pos
 
 
@@ -47,11 +49,9 @@ def read_frames(data: bytes) -> list[bytes]:
     """The payloads of unmasked server frames, which must tile ``data`` exactly."""
     payloads, pos = [], 0
     while pos < len(data):
-        length, header = data[pos + 1] & 0x7F, 2
-        if length == 126:
-            length, header = int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
-        elif length == 127:
-            length, header = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
+        frame = _frame_at(data, pos)
+        assert frame is not None, f"a frame cut short at byte {pos}"
+        header, length = frame
         assert data[pos] == 0x81, f"not a text frame at byte {pos}: the stream is mixed up"
         payloads.append(data[pos + header : pos + header + length])
         pos += header + length
